@@ -41,3 +41,22 @@ def test_a_routing_backend_that_cannot_run_on_the_device_is_refused_naming_the_s
         f"cannot run here (backend='triton' cannot run on cpu: tensors are not on CUDA and TRITON_INTERPRET=1 was "
         f"not set before t2t_kernels.moe was imported; use backend='reference'): set it to 'auto' or 'reference' in "
         f"the model.moe of the run's config.yaml, or the moe of a model folder's config.json")
+
+
+@pytest.mark.parametrize("backend", ["auto", "triton"])
+def test_more_experts_than_the_triton_kernels_take_are_told_to_route_by_the_reference(backend):
+    # was told to "set it to 'auto' or 'reference'": auto on a GPU runs the same Triton kernels, so it is refused alike
+    from types import SimpleNamespace
+
+    import torch
+
+    from t2t_mtl.evaluation.checkpoint import check_routing_device
+    from t2t_mtl.evaluation.errors import CheckpointError
+
+    model = SimpleNamespace(moe_config=SimpleNamespace(routing="token", backend=backend, num_experts=16385))
+    with pytest.raises(CheckpointError) as info:
+        check_routing_device(model, torch.device("cuda", 0), "run")  # (only its type is read: no tensor is made)
+    assert str(info.value) == (
+        f"checkpoint 'run' routes its MoE layers with model.moe.backend {backend!r}, which cannot run here (the "
+        f"Triton routing takes at most 16384 experts, got 16385; use backend='reference'): set it to 'reference' in "
+        f"the model.moe of the run's config.yaml, or the moe of a model folder's config.json")

@@ -57,9 +57,11 @@ def load_checkpoint(path: Union[str, Path]) -> tuple[Any, Any, dict[str, Any]]:
 
 
 def check_routing_device(model: Any, device: Any, path: Union[str, Path]) -> None:
-    """CheckpointError naming model.moe.backend and where it is kept when the MoE routing kernels of `model` (loaded
-    from `path`) cannot run on `device` (was the kernels' own error at the first forward, naming neither): backend
-    triton without CUDA or TRITON_INTERPRET=1, auto on CUDA where Triton failed to import. Task routing runs none."""
+    """CheckpointError naming model.moe.backend, what to set it to and where it is kept when the MoE routing kernels
+    of `model` (loaded from `path`) cannot run on `device` (was the kernels' own error at the first forward, naming
+    neither): backend triton without CUDA or TRITON_INTERPRET=1, auto on CUDA where Triton failed to import, or more
+    experts than the Triton kernels take (on CUDA auto runs them too: 'reference' alone routes them). Task routing
+    runs none."""
     moe = getattr(model, "moe_config", None)
     if moe is None or moe.routing == "task":
         return
@@ -68,10 +70,15 @@ def check_routing_device(model: Any, device: Any, path: Union[str, Path]) -> Non
     try:
         check_backend(moe.backend, device, moe.num_experts)
     except MoEKernelError as error:
+        try:
+            check_backend("auto", device, moe.num_experts)
+            remedy = "'auto' or 'reference'"
+        except MoEKernelError:
+            remedy = "'reference'"
         raise CheckpointError(f"checkpoint {str(path)!r} routes its MoE layers with model.moe.backend "
-                              f"{moe.backend!r}, which cannot run here ({error}): set it to 'auto' or 'reference' "
-                              f"in the model.moe of the run's config.yaml, or the moe of a model folder's "
-                              f"config.json") from None
+                              f"{moe.backend!r}, which cannot run here ({error}): set it to {remedy} in the "
+                              f"model.moe of the run's config.yaml, or the moe of a model folder's config.json"
+                              ) from None
 
 
 def checked_checkpoint(path: Union[str, Path]) -> Path:
