@@ -102,9 +102,9 @@ def check_moe(cfg: Config, task_names: Sequence[str], saved: Optional[Dict[str, 
 
 
 def check_moe_backend(cfg: Config, saved: Optional[Dict[str, Any]], device: torch.device) -> None:
-    """ConfigError naming model.moe.backend when the routing kernels that the run's MoE settings (model.moe, else
-    those of the local MoE folder it loads, whose config dict is `saved`) choose cannot run on its `device`, before
-    any data is read (it was the first training forward's traceback), as do more experts than the Triton kernels take.
+    """ConfigError naming model.moe.backend, before any data is read (it was the first training forward's
+    traceback), when the routing kernels that the run's MoE settings (model.moe, else those of the local MoE folder
+    it loads, whose config dict is `saved`) choose cannot run on its `device` or take fewer experts than it has.
     Task routing runs no routing kernel."""
     moe = cfg.model.moe or (saved or {}).get("moe")
     if not moe or moe.get("routing", "token") == "task":
