@@ -23,9 +23,8 @@ def check_sampler_resumes(build: Callable[[], Any], what: str) -> None:
     """Refuse (ConfigError naming `what`) a sampler built by `build` whose draws after a checkpoint round trip of
     its state differ from the original's: fed a step's stats as training feeds them (the per-task losses and examples
     trained, and the entropies or validation results where it declares `needs_entropy` / `needs_validation`), drawn
-    from, saved and
-    loaded into a new build, both are fed other such stats and must draw the same tasks. An error its code raises on
-    the way is a ConfigError naming it and where it was raised."""
+    from, saved and loaded into a new build, both are fed other such stats and must draw the same tasks. An error its
+    code raises on the way is a ConfigError naming it and where it was raised."""
     fed = ", then ".join("{" + ", ".join(f"'{key}': {{task: {_STAT_VALUES.get(key, key)}}}" for key in update) + "}"
                          for update in _step_stats(build(), {}))
     with _named(what, f"fed {fed} as training feeds it after each step, and drawn from"):
