@@ -571,7 +571,8 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
                                f"{'expects' if len(starved) == 1 else 'each expect'} less than one of the {draws} "
                                f"task draws left in the run (rate × draws < 1), so most likely never trains: raise "
                                f"its rate, train longer, or leave it out of data.tasks")
-            per_step = t.micro_batch_size * t.grad_accum * env.world_size  # examples (packed rows: as many as fit)
+            # a step's examples (packed batches hold as many as fit: not known ahead, so not warned of below)
+            per_step = t.micro_batch_size * t.grad_accum * env.world_size
             last_epoch = (progress.seen_examples + (t.steps - progress.step - 1) * per_step) / total_examples
             for idle in ([] if builder.packed else [idle_schedule_warning(sampler, last_epoch, total_examples),
                                                     idle_curriculum_warning(weighting, last_epoch, total_examples)]):
