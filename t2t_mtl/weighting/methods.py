@@ -220,8 +220,8 @@ class TchebycheffWeighting(LossWeighting):
             return torch.stack([loss.reshape(()) for loss in losses.values()]).sum() * math.nan
         for task, value in first.items():
             self.ref_loss[self.index(task)] = self._ref[self.index(task)] = value
-        known = self.task_weights(epoch, stats)  # (from the host copy: nothing waits for the device)
-        weights = {t: known[t] for t in losses}
+        every_weight = self.task_weights(epoch, stats)  # (from the host copy: nothing waits for the device)
+        weights = {t: every_weight[t] for t in losses}
         weighted = torch.stack([weights[t] * loss.reshape(()) for t, loss in losses.items()])
         self.last_weights = weights
         return weighted.max()
