@@ -72,8 +72,9 @@ def select_uncertain(entropies: Entropies, answer_space_sizes: Mapping[str, int]
 class UncertaintySelectionSampler(MixtureSampler):
     """CA-MTL: the pool holds `pool_per_task` candidates of every task; `select()` keeps the top b by U.
 
-    Task draws (`next_task`/`sample_tasks`) are uniform, as the pool is; the engine draws b candidates
-    per task (TaskStreams), scores them with a no-grad forward pass and trains on `select()`'s choice.
+    The engine draws b candidates per task (TaskStreams), scores them with a no-grad forward pass and trains on
+    `select()`'s choice, which counts the candidates scored as the tasks' draws: training calls no `next_task` /
+    `sample_tasks` (uniform, as the pool is).
 
     Args:
         pool_per_task: b, the candidates of each task scored, of which the b most uncertain are kept (a run fills
