@@ -1,7 +1,9 @@
 """Bandit task scheduling with rewards from validation improvements.
 
 Feed validation results as ``update({"val_score": {task: score}})`` (higher is better) or
-``update({"val_loss": {...}})`` with ``metric: val_loss``. The first value seen for a task is its baseline.
+``update({"val_loss": {...}})`` with ``metric: val_loss``. The first value seen for a task is its baseline. Training
+also feeds every step's ``{"loss": {...}, "trained": {task: examples}}``: bandit_thompson with a target credits the
+tasks by their examples trained. Each records its learned state (`logged_state`: Q, or the Beta parameters).
 """
 from __future__ import annotations
 
