@@ -1,6 +1,7 @@
-"""Reading a checkpoint back: its torch files, each refused by name where it cannot be loaded or is damaged inside
-(`check_loadable`), and the whole of it restored into a DeepSpeed engine (`load_checkpoint`) with every rank's own
-state (`load_rank_states`); DeepSpeed's errors are quoted (`error_detail`) in a CheckpointError saying what to do."""
+"""Reading a checkpoint back: its torch files, loaded onto the CPU whatever device wrote them, each refused by name
+where it cannot be loaded or is damaged inside (`check_loadable`), and the whole of it restored into a DeepSpeed
+engine (`load_checkpoint`) with every rank's own state (`load_rank_states`); DeepSpeed's errors are quoted
+(`error_detail`) in a CheckpointError saying what to do."""
 from __future__ import annotations
 
 import zipfile

@@ -4,8 +4,8 @@ The environment decides the topology: `RANK`/`WORLD_SIZE`/`LOCAL_RANK`/`MASTER_A
 `torchrun` and the `deepspeed` launcher) or, under `srun`, `SLURM_PROCID`/`SLURM_NTASKS`/`SLURM_LOCALID` with
 `MASTER_ADDR` taken from the first host of `SLURM_JOB_NODELIST` when unset. A bare `python` run is one rank
 on 127.0.0.1 with a free port — also a command of an sbatch script that srun did not start (it has no
-`SLURM_STEP_ID`). CPU runs use gloo (`DS_ACCELERATOR=cpu` is set when no GPU is present);
-GPU runs use NCCL.
+`SLURM_STEP_ID`). CPU runs use gloo (`DS_ACCELERATOR=cpu` is set when no GPU is present, and set on a GPU machine
+trains on its CPU: `trains_on_gpu`); GPU runs use NCCL, rank r of a node on its GPU r (`check_local_gpu`).
 """
 from __future__ import annotations
 
