@@ -437,3 +437,15 @@ def test_a_floor_the_tasks_leave_no_room_for_names_the_largest_they_allow():
     with pytest.raises(SamplingError) as refused:
         build_sampler({"strategy": "worst_task", "floor": 0.5}, {"a": 10, "b": 10}, seed=0, log=False)
     assert str(refused.value) == "sampling.floor 0.5 times 2 tasks must be in [0, 1): give a floor >= 0 below 1/2 = 0.5"
+
+
+def test_a_negative_floor_is_refused_and_a_zero_floor_taken():
+    # kills check_floor mutants that its tests let live: the lower bound dropped (a negative floor taken, its
+    # probabilities below 0) or made strict (a floor of 0, no task held up, refused)
+    for strategy in ("worst_task", "uncertainty_ema"):
+        with pytest.raises(SamplingError) as refused:
+            build_sampler({"strategy": strategy, "floor": -0.1}, {"a": 10, "b": 10}, seed=0, log=False)
+        assert str(refused.value) == ("sampling.floor -0.1 times 2 tasks must be in [0, 1): give a floor >= 0 below "
+                                      "1/2 = 0.5")
+        taken = build_sampler({"strategy": strategy, "floor": 0}, {"a": 10, "b": 10}, seed=0, log=False).floor
+        assert taken == 0.0 and type(taken) is float
