@@ -415,3 +415,21 @@ def test_an_exported_hybrid_routed_model_on_other_tasks_is_told_to_train_on_its_
                rf"\[{', '.join(map(repr, other))}\]: train on the same tasks in the same order \(data.tasks: "
                rf"\[{', '.join(map(repr, TASKS))}\]\)$")
     _refused_before_tokenizing(cfg, tmp_path, capsys, ValueError, message)
+
+
+def test_a_routing_backend_check_takes_the_moe_defaults_a_config_leaves_out(monkeypatch):
+    # kills a mutant of check_moe_backend that its tests let live: a model.moe without a routing key (token routing,
+    # MoEConfig's default) taken as task routing and so never checked; the tests' configs all named their routing
+    import t2t_kernels.moe as kernels
+    from t2t_mtl.config import ConfigError, load_config
+    from t2t_mtl.engine.model_checks import check_moe_backend
+
+    monkeypatch.setattr(kernels, "_INTERPRETING", False)  # a CPU machine without TRITON_INTERPRET=1
+    dims = {"d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 1, "num_heads": 2}
+    cfg = load_config(None, extra={"data": {"tasks": TASKS}, "model": {"dims": dims, "moe": {"backend": "triton"}}})
+    assert "routing" not in cfg.model.moe
+    with pytest.raises(ConfigError) as refused:
+        check_moe_backend(cfg, None, torch.device("cpu"))
+    assert str(refused.value) == ("model.moe.backend='triton': backend='triton' cannot run on cpu: tensors are not on "
+                                  "CUDA and TRITON_INTERPRET=1 was not set before t2t_kernels.moe was imported; use "
+                                  "backend='reference'")
