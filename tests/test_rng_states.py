@@ -67,3 +67,28 @@ def test_a_run_on_the_cpu_of_a_gpu_machine_keeps_no_gpu_state(monkeypatch):
     state = rng_state()
     assert "cuda" not in state
     set_rng_state({**state, "cuda": torch.zeros(16, dtype=torch.uint8)})  # (a GPU run's, resumed on the CPU)
+
+
+def test_an_older_list_of_states_gives_the_rank_on_a_later_gpu_its_entry_or_nothing(monkeypatch):
+    # kills mutants of set_rng_state that its tests let live (their rank was on cuda:0 alone): the first entry of an
+    # older checkpoint's list put back on every rank's GPU, and a rank whose GPU the list has no entry for failing
+    # (an IndexError) or given another GPU's entry; its generator is left as it is
+    first, second, fresh = (torch.full((16,), value, dtype=torch.uint8) for value in (1, 2, 3))
+    generators = {0: fresh.clone(), 1: fresh.clone()}
+    as_gpu_machine(monkeypatch, 2, generators)
+
+    def set_current(state, device="cuda"):  # (a bare "cuda" is the current GPU's, as in torch)
+        generators[1 if device == "cuda" else torch.device(device).index] = state.clone()
+
+    for module in (torch.cuda, torch.cuda.random):
+        monkeypatch.setattr(module, "current_device", lambda: 1)
+        monkeypatch.setattr(module, "set_rng_state", set_current)
+    state = rng_state()
+    set_rng_state({**state, "cuda": [first, second]})
+    assert torch.equal(generators[1], second) and torch.equal(generators[0], fresh)
+    generators[1] = fresh.clone()
+    set_rng_state({**state, "cuda": (first, second)})
+    assert torch.equal(generators[1], second)
+    generators[1] = fresh.clone()
+    set_rng_state({**state, "cuda": [first]})  # (saved on a machine of one GPU)
+    assert torch.equal(generators[1], fresh) and torch.equal(generators[0], fresh)
