@@ -1117,3 +1117,28 @@ def test_a_path_a_split_lists_twice_is_named_as_listed_twice(tmp_path, reader):
     assert _train_split_refusal(reader, [str(train), str(train)]).endswith(
         f"split 'train': the file {train} is read by {str(train)!r}, listed twice, so its rows would be read twice; "
         f"list each file once (narrow a pattern, or drop a path)")
+
+
+def test_a_code_digest_hashes_the_module_file_alone_where_the_module_has_one(tmp_path, monkeypatch):
+    # kills a mutant of code_digest that its tests let live: the module's source taken where its path exists rather
+    # than where it is a file (a function of `python -c`, or of a module without __file__, read the working folder:
+    # IsADirectoryError); the stdin test's '<stdin>' exists nowhere
+    import hashlib
+    import types
+
+    from task_registry.code_digests import code_digest
+
+    monkeypatch.chdir(tmp_path)  # ('' and '.' name a folder that exists)
+    source = tmp_path / "scripted.py"
+    source.write_text("def fn(row):\n    return row\n")
+    for file, expected in ((None, ""), ("<stdin>", ""), (str(tmp_path), ""),
+                           (str(source), hashlib.sha256(b"scripted.py\0" + source.read_bytes() + b"\0").hexdigest())):
+        module = types.ModuleType("scripted_fn_module")
+        if file is not None:
+            module.__file__ = file
+        monkeypatch.setitem(__import__("sys").modules, module.__name__, module)
+
+        def fn(row):
+            return row
+        fn.__module__ = module.__name__
+        assert code_digest(fn) == expected[:16], file
