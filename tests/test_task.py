@@ -1142,3 +1142,15 @@ def test_a_code_digest_hashes_the_module_file_alone_where_the_module_has_one(tmp
             return row
         fn.__module__ = module.__name__
         assert code_digest(fn) == expected[:16], file
+
+
+def test_one_file_listed_twice_as_a_path_and_as_text_is_named_as_listed_twice(tmp_path):
+    # kills a mutant of read_twice that its tests let live (their paths were all text): a Path and the same path
+    # as text compared as objects, named "by both 'F' and 'F'" as if two paths
+    from task_registry.data_paths import read_twice
+
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"q": "q0"}) + "\n")
+    assert read_twice([train, str(train)]) == (
+        f"the file {train} is read by {str(train)!r}, listed twice, so its rows would be read twice; list each file "
+        f"once (narrow a pattern, or drop a path)")
