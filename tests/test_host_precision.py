@@ -401,3 +401,17 @@ def test_an_explicit_bf16_on_a_gpu_that_emulates_it_is_warned_of(monkeypatch, ma
     assert warning == (None if fix is None else "training in bf16 on this GPU, whose compute capability is below 8.0 "
                        f"(no bf16 tensor cores): bf16 is emulated here; {fix}")
     assert host_precision.emulated_bf16_warning("fp32", True, chosen_by) is None
+
+
+def test_an_explicit_bf16_a_deepspeed_json_chose_on_a_gpu_that_emulates_it_names_the_gpu(monkeypatch):
+    # kills a mutant of emulated_bf16_warning that its tests let live (their GPU cases were chosen by
+    # training.precision or deepspeed.extra): the JSON's advice saying auto trains in fp32 "on this CPU" on a GPU
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(major=7, minor=5))
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True, raising=False)
+    assert host_precision.emulated_bf16_warning("bf16", True, "deepspeed.config") == (
+        "training in bf16 on this GPU, whose compute capability is below 8.0 (no bf16 tensor cores): bf16 is emulated "
+        "here; set the deepspeed.config JSON's bf16 enabled to \"auto\" with training.precision: auto (fp32 on this "
+        "GPU), or to false")
