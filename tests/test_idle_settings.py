@@ -192,3 +192,33 @@ def test_the_sampling_keys_ca_mtl_selection_leaves_unread_are_warned_of():
     assert warnings("sampling.mode=mixed") == warnings("sampling.mode=mixed", "weighting.method=tchebycheff") == []
     (only,) = warnings("sampling.mode=homogeneous", "weighting.method=tchebycheff")  # (its max spans tasks here)
     assert only.startswith("sampling.mode: sampling.strategy 'uncertainty' keeps") and only.endswith("it has no effect")
+
+
+def test_a_curriculum_task_whose_start_epoch_the_last_step_reaches_is_not_warned_of():
+    # kills a mutant of idle_curriculum_warning that the engine test let live (its start epoch lay past the run):
+    # a task starting at the very epoch of the last step (there at half its weight, not below) named as late
+    import math
+
+    from t2t_mtl.engine.idle_settings import idle_curriculum_warning
+    from t2t_mtl.weighting.methods import CurriculumWeighting, EqualWeighting
+
+    weighting = CurriculumWeighting(["a", "b", "c"], start_epochs={"b": 1.5, "c": 2.0})
+    assert idle_curriculum_warning(weighting, 1.5, 40) == (
+        f"weighting.method curriculum fades each task in around its start epoch, but the run's last step starts at "
+        f"epoch 1.5 of the mixture's 40 examples, before the start epoch of c (2: {1 / (1 + math.exp(0.5)):.3g} of its "
+        f"full weight there): such a task trains at less than half its full loss weight throughout; lower its "
+        f"weighting.start_epochs, train longer, or on fewer examples (data.max_examples_per_task)")
+    assert idle_curriculum_warning(weighting, 2.0, 40) is None
+    assert idle_curriculum_warning(EqualWeighting(["a", "b"]), 0.5, 40) is None
+
+
+def test_the_ema_uncertainty_sampler_draws_tasks_and_is_not_told_its_mode_is_unread():
+    # kills a mutant of sampling_warnings that its tests let live: uncertainty_ema (which draws a task per
+    # micro-batch by its rates, unlike CA-MTL's selection) read as selecting, its sampling.mode and block_size said to
+    # have no effect and tchebycheff's one-task warning dropped
+    cfg = load_config("quickstart", ["sampling.strategy=uncertainty_ema", "sampling.mode=homogeneous",
+                                     "sampling.block_size=64", "weighting.method=tchebycheff"])
+    assert [w for w in config_warnings(cfg) if w.startswith(("sampling.", "weighting."))] == [
+        "weighting.method tchebycheff takes the max over the tasks of one micro-batch, and under sampling.mode "
+        "homogeneous (the default) each micro-batch holds one task, so it reduces to the weighted sum of the tasks' "
+        "losses; sampling.mode: mixed gives the max over tasks"]
