@@ -449,3 +449,23 @@ def test_a_negative_floor_is_refused_and_a_zero_floor_taken():
                                       "1/2 = 0.5")
         taken = build_sampler({"strategy": strategy, "floor": 0}, {"a": 10, "b": 10}, seed=0, log=False).floor
         assert taken == 0.0 and type(taken) is float
+
+
+def test_thompson_takes_a_task_that_trained_no_example_and_refuses_a_count_that_is_not_one():
+    # kills mutants of ThompsonBanditSampler's trained counts that its tests let live: a task given 0 examples
+    # refused (the bound made strict), an infinite count taken (the upper bound dropped), and an empty `trained`
+    # starting to credit by examples (none) instead of by the draws
+    config = {"strategy": "bandit_thompson", "metric": "loss", "target": "a", "mode": "mixed"}
+    sampler = build_sampler(config, SIZES, seed=0, log=False)
+    sampler.update({"loss": {"a": 4.0}, "trained": {"a": 1, "b": 0}})  # the target's baseline
+    sampler.update({"loss": {"a": 3.0}, "trained": {"a": 3, "b": 0}})  # a win: a's 3 of 3
+    np.testing.assert_allclose(sampler.alpha, [2, 1, 1], rtol=1e-12)
+    for count in (math.inf, -1):
+        with pytest.raises(SamplingError) as refused:
+            sampler.update({"trained": {"b": count}})
+        assert str(refused.value) == f"task 'b' has trained {count}: it must be a number of examples >= 0"
+    drawn = build_sampler(config, SIZES, seed=0, log=False)
+    drawn.update({"loss": {"a": 4.0}, "trained": {}})
+    tasks = drawn.sample_tasks(4)
+    drawn.update({"loss": {"a": 3.0}, "trained": {}})  # a win, credited to the 4 draws, as without `trained`
+    np.testing.assert_allclose(drawn.alpha, [1 + tasks.count(t) / 4 for t in sorted(SIZES)], rtol=1e-12)
