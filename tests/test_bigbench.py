@@ -807,3 +807,17 @@ def _result_of(task: str, template: str):
     return TemplateResult(task=task, template=template, split="validation", scoring="rank", num_examples=4,
                           metrics={"accuracy": {"accuracy": 0.5}}, primary_metric="accuracy",
                           primary_key="accuracy", score=50.0)
+
+
+def test_a_task_file_named_as_a_task_registered_in_python_is_refused_as_the_registry_refuses_it(tmp_path):
+    # kills a mutant of import_bigbench that its tests let live: a clash with a task of another source (no task.json
+    # to name) worded as two BIG-bench files' clash, reading the other task's missing file (an AttributeError)
+    examples = [{"input": "q", "target_scores": {"yes": 1, "no": 0}}]
+    _write_task(tmp_path / "one", {"name": "same", "examples": examples})
+    with task_registry.isolated_registry():
+        task_registry.register_task(task_registry.Task(
+            "bigbench_same", task_registry.LocalFileSource({"validation": str(tmp_path / "rows.jsonl")}),
+            task_registry.Template("t", "{{q}} ||| {{q}}")))
+        with pytest.raises(task_registry.DuplicateRegistrationError,
+                           match="^a task named 'bigbench_same' is already registered"):
+            import_bigbench(tmp_path)
