@@ -904,3 +904,22 @@ def test_inputs_longer_than_the_input_limit_are_warned_of_with_the_limit_that_ho
         f"3 of 3 inputs are longer than max_input_length={min(lengths) - 1} tokens and are answered on the part that "
         f"fits (the model sees only the beginning of 2 and the end of 1); to answer them whole, raise it to "
         f"{max(lengths)} tokens (t2t-mtl predict --max-input-length {max(lengths)})"]
+
+
+def test_the_limit_a_task_tokens_input_needs_is_given_without_its_task_token(tmp_path, t5_tokenizer_dir, caplog):
+    # kills a mutant of predict's truncated-inputs warning that its tests let live (their model had no task tokens):
+    # the limit to raise to counting the task token, which comes on top of --max-input-length
+    from t2t_mtl.analysis.task_embeddings import TaskTokens
+
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    TaskTokens(tokenizer, ["alpha"])
+    _dense(tokenizer).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model, tokenizer, _ = load_checkpoint(tmp_path)
+    needed = len(tokenizer(INPUTS[1]).input_ids)  # (with its EOS; the task token on top)
+    with caplog.at_level("WARNING", logger="t2t_mtl.evaluation.predict"):
+        predict(model, tokenizer, [PredictRequest(INPUTS[1], CHOICES, "alpha")], max_input_length=needed - 1)
+    assert [record.getMessage() for record in caplog.records] == [
+        f"1 of 1 inputs are longer than max_input_length={needed - 1} tokens and are answered on the part that fits "
+        f"(the model sees only their beginning); to answer them whole, raise it to {needed} tokens (t2t-mtl predict "
+        f"--max-input-length {needed})"]
