@@ -821,3 +821,21 @@ def test_a_task_file_named_as_a_task_registered_in_python_is_refused_as_the_regi
         with pytest.raises(task_registry.DuplicateRegistrationError,
                            match="^a task named 'bigbench_same' is already registered"):
             import_bigbench(tmp_path)
+
+
+def test_a_differing_seed_is_said_to_change_nothing_only_where_every_report_scores_bigbench_tasks_alone():
+    # kills mutants of the comparison's BIG-bench seed note that its test let live (its reports scored alike): the
+    # tasks of the first report alone looked at (a later one's own task, drawn with the seed, unseen), and reports
+    # scoring no task said to score BIG-bench tasks alone
+    from dataclasses import replace
+
+    from t2t_mtl.evaluation import EvalReport
+    from t2t_mtl.evaluation.report import comparison_markdown
+
+    settings = EvalSettings(max_examples=4, num_shots=1).to_dict()
+    seed_0 = EvalReport("seed-0", [_result_of("bigbench_emoji_movie", "bigbench_zero_shot")], settings=settings)
+    seed_7 = replace(seed_0, name="seed-7", settings={**settings, "seed": 7},
+                     results=[*seed_0.results, _result_of("copa", "choose")])
+    assert comparison_markdown([seed_0, seed_7]).splitlines()[-1].endswith("their scores are not like for like.")
+    empty = [replace(report, results=[]) for report in (seed_0, seed_7)]
+    assert "BIG-bench" not in comparison_markdown(empty)
