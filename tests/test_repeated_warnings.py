@@ -24,3 +24,23 @@ def test_a_warning_is_logged_once_in_the_block_and_again_before_and_after_it(cap
         ("INFO", "read 12 rows"), ("ERROR", "task 'c' failed"), ("INFO", "read 12 rows"), ("ERROR", "task 'c' failed"),
         ("WARNING", "task 'a': 1 rows dropped")]
     assert log.filters == []
+
+
+def test_the_evaluations_row_warnings_are_logged_once_too_each_logger_by_its_own_messages(caplog):
+    # kills mutants of warned_once that its test let live (it logged to the task rows' logger alone): the
+    # evaluation runner's logger left out by default, its filter left on after the block, and one set of messages
+    # shared by the loggers (a message of the evaluation's dropped as the task rows' logged it)
+    from t2t_mtl.repeated_warnings import EVAL_ROWS_LOGGER
+
+    assert EVAL_ROWS_LOGGER == "t2t_mtl.evaluation.runner"
+    rows, scored = logging.getLogger(TASK_ROWS_LOGGER), logging.getLogger(EVAL_ROWS_LOGGER)
+    with caplog.at_level(logging.WARNING):
+        with warned_once():
+            for _ in range(2):
+                rows.warning("%d inputs truncated", 3)
+                scored.warning("%d inputs truncated", 3)
+        scored.warning("%d inputs truncated", 3)
+    assert [(record.name, record.getMessage()) for record in caplog.records] == [
+        (TASK_ROWS_LOGGER, "3 inputs truncated"), (EVAL_ROWS_LOGGER, "3 inputs truncated"),
+        (EVAL_ROWS_LOGGER, "3 inputs truncated")]
+    assert rows.filters == scored.filters == []
