@@ -1154,3 +1154,12 @@ def test_one_file_listed_twice_as_a_path_and_as_text_is_named_as_listed_twice(tm
     assert read_twice([train, str(train)]) == (
         f"the file {train} is read by {str(train)!r}, listed twice, so its rows would be read twice; list each file "
         f"once (narrow a pattern, or drop a path)")
+
+
+def test_a_map_writing_over_a_column_keeps_the_columns_in_their_order():
+    # kills a mutant of map_types.written_back that its tests let live: the fields written over columns moved to
+    # the end (their names apart came last in the mapped dataset), so the columns' order changed with the map
+    dataset = datasets.Dataset.from_dict({"a": [1, 2], "b": ["x", "y"], "c": [0.5, 1.5]})
+    mapped = Map(lambda row: {"a": row["a"] * 2, "b": row["b"].upper()})(dataset)
+    assert mapped.column_names == ["a", "b", "c"]
+    assert mapped.to_list() == [{"a": 2, "b": "X", "c": 0.5}, {"a": 4, "b": "Y", "c": 1.5}]
