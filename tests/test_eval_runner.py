@@ -2286,3 +2286,14 @@ def test_a_bare_cuda_device_is_this_ranks_gpu(monkeypatch):
     assert resolve_device("cuda") == torch.device("cuda", 1) == resolve_device("auto")
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert resolve_device("cuda") == torch.device("cuda", 0)
+
+
+def test_a_bare_cuda_device_of_a_process_started_without_torchrun_is_the_first_gpu(monkeypatch):
+    # kills a mutant of resolve_device that its test let live (it set LOCAL_RANK): a process without LOCAL_RANK
+    # (a plain `t2t-mtl eval`) given another GPU than the first, as rank 0's
+    from t2t_mtl.cli.common import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert resolve_device("cuda") == torch.device("cuda", 0) == resolve_device("auto")
