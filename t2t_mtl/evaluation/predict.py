@@ -113,12 +113,12 @@ def _subset(task_ids: Optional[list[int]], rows: Sequence[int]) -> Optional[list
     return None if task_ids is None else [task_ids[i] for i in rows]
 
 
-def _longest_first(model: Any, tokenizer: Any, inputs: Sequence[str], rows: list[int]) -> list[int]:
-    """`rows` (indices of `inputs`) longest input first, ties in order, so that a batch pads its inputs to similar
-    lengths; in order for a model whose rows' outputs depend on their batch (`batch_dependent`)."""
+def _longest_first(model: Any, lengths: Sequence[int], rows: list[int]) -> list[int]:
+    """`rows` (indices of the inputs, whose token `lengths` are given) longest input first, ties in order, so that a
+    batch pads its inputs to similar lengths; in order for a model whose rows' outputs depend on their batch
+    (`batch_dependent`)."""
     if len(rows) < 2 or batch_dependent(model):
         return rows
-    lengths = dict(zip(rows, input_lengths(tokenizer, [inputs[i] for i in rows])))
     return sorted(rows, key=lambda row: -lengths[row])
 
 
@@ -129,12 +129,13 @@ def _truncation_side(task: Optional[str], protocols: Mapping[str, Any]) -> str:
     return "right" if protocol is None else protocol.truncation_side
 
 
-def _warn_of_truncated_inputs(tokenizer: Any, inputs: Sequence[str], limits: Sequence[int], sides: Sequence[str],
+def _warn_of_truncated_inputs(lengths: Sequence[int], limits: Sequence[int], sides: Sequence[str],
                               max_input_length: int) -> None:
-    """Log how many `inputs` are longer than their limit (`limits`: `max_input_length`, plus a task token on top), so
-    that each is answered on the part that fits (cut from its `sides`), and the limit that holds them whole."""
+    """Log how many inputs (of token `lengths`) are longer than their limit (`limits`: `max_input_length`, plus a
+    task token on top), so that each is answered on the part that fits (cut from its `sides`), and the limit that
+    holds them whole."""
     over = [(length - (limit - max_input_length), side)
-            for length, limit, side in zip(input_lengths(tokenizer, inputs), limits, sides) if length > limit]
+            for length, limit, side in zip(lengths, limits, sides) if length > limit]
     if not over:
         return
     parts = {"right": "beginning", "left": "end"}  # (what the model sees of an input cut from that side)
@@ -144,7 +145,7 @@ def _warn_of_truncated_inputs(tokenizer: Any, inputs: Sequence[str], limits: Seq
     needed = max(length for length, _ in over)
     logger.warning("%d of %d inputs are longer than max_input_length=%d tokens and are answered on the part that fits "
                    "(the model sees only %s); to answer them whole, raise it to %d tokens (t2t-mtl predict "
-                   "--max-input-length %d)", len(over), len(inputs), max_input_length, seen, needed, needed)
+                   "--max-input-length %d)", len(over), len(lengths), max_input_length, seen, needed, needed)
 
 
 def _postprocessed(texts: list[str], tasks: Sequence[Optional[str]], postprocessing: Mapping[str, Any]) -> list[str]:
@@ -261,9 +262,10 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
     # a task token comes on top of the input limit, as in training and evaluation
     limits = [max_input_length + int(text != r.inputs) for text, r in zip(inputs, requests)]
     sides = [_truncation_side(r.task or default_task, pick_protocols) for r in requests]  # (as evaluation cuts them)
-    _warn_of_truncated_inputs(tokenizer, inputs, limits, sides, max_input_length)
-    generated = _longest_first(model, tokenizer, inputs, sorted(set(range(len(requests))) - set(ranked)))
-    ranked = _longest_first(model, tokenizer, inputs, ranked)
+    lengths = input_lengths(tokenizer, inputs)  # (tokenized once: for the warning and the batching order)
+    _warn_of_truncated_inputs(lengths, limits, sides, max_input_length)
+    generated = _longest_first(model, lengths, sorted(set(range(len(requests))) - set(ranked)))
+    ranked = _longest_first(model, lengths, ranked)
     pickers = _choice_pickers(requests, ranked, default_task, pick_protocols)
     results: list[Optional[Prediction]] = [None] * len(requests)
     with capacity_drops(model) as drops:
