@@ -23,8 +23,12 @@ import hashlib
 import random
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from .code_digests import code_digest
 from .errors import TaskDefinitionError
+from .lazy_modules import LazyModule
 from .preprocessors import AnyDataset, Preprocessor
+
+datasets = LazyModule("datasets")
 
 NUM_SENTINELS = 100
 
@@ -146,8 +150,19 @@ class SpanCorruption(Preprocessor):
 
     def __call__(self, dataset: AnyDataset) -> AnyDataset:
         if self.max_words is None:
-            return dataset.map(self._apply)
-        return dataset.map(self._apply_chunked, batched=True)
+            return dataset.map(self._apply, **self._fingerprint(dataset))
+        return dataset.map(self._apply_chunked, batched=True, **self._fingerprint(dataset))
+
+    def _fingerprint(self, dataset: AnyDataset) -> Dict[str, Any]:
+        """The map's fingerprint (none for a streamed dataset): the input's, the step's settings and `code_digest` of
+        its class and of each SpanCorruption class it derives from. datasets alone hashes the settings and names the
+        methods without their code, so a corruption edited since (a subclass's, or this one's after an upgrade) would
+        be served its old rows."""
+        if not isinstance(dataset, datasets.Dataset):
+            return {}
+        code = [code_digest(kind) for kind in type(self).__mro__ if issubclass(kind, SpanCorruption)]
+        hasher = datasets.fingerprint.Hasher
+        return {"new_fingerprint": hasher.hash((dataset._fingerprint, hasher.hash(self), code))}
 
     def describe(self) -> str:
         """`span_corruption(<field>, noise_density=..., mean_span_length=..., seed=..., max_words=...)`."""

@@ -1163,3 +1163,25 @@ def test_a_map_writing_over_a_column_keeps_the_columns_in_their_order():
     mapped = Map(lambda row: {"a": row["a"] * 2, "b": row["b"].upper()})(dataset)
     assert mapped.column_names == ["a", "b", "c"]
     assert mapped.to_list() == [{"a": 2, "b": "X", "c": 0.5}, {"a": 4, "b": "Y", "c": 1.5}]
+
+
+@pytest.mark.parametrize("max_words", [None, 3])
+def test_a_span_corruption_edited_between_runs_gives_its_new_rows(edited_module, tmp_path, max_words):
+    # was: SpanCorruption's map was keyed by datasets' hash of the step's settings alone, which names its class and
+    # methods but not their code, so a corruption changed since the cache was written (a subclass edited, or the
+    # built-in one after an upgrade, as when chunked rows stopped keeping the old column) came from the old cache
+    _write(tmp_path / "rows.jsonl", [{"text": f"row {i} has five words"} for i in range(3)], "jsonl")
+
+    def inputs_of(marker):
+        module = edited_module("from task_registry.span_corruption import SpanCorruption\n\n\n"
+                               "class Marked(SpanCorruption):\n    def corrupt(self, text):\n"
+                               "        corrupted, spans = super().corrupt(text)\n"
+                               f"        return '{marker} ' + corrupted, spans\n")
+        task = Task("edited_corruption", LocalFileSource(tmp_path / "rows.jsonl"),
+                    [Template("t", "{{corrupted}} ||| {{spans}}")],
+                    preprocessors=[module.Marked("text", max_words=max_words)], splits=("train",))
+        return [text.split()[0] for text in task.to_dataset("train")["inputs"]]
+
+    assert inputs_of("old") == ["old"] * (3 if max_words is None else 6)
+    assert inputs_of("new") == ["new"] * (3 if max_words is None else 6)
+    assert inputs_of("old") == ["old"] * (3 if max_words is None else 6)
