@@ -740,3 +740,12 @@ def test_a_reports_repr_shows_every_median_of_as_many_tasks_as_it_shows():
     shown = ", ".join(f"t{i}: {i}.0" for i in range(REPR_TASKS))
     assert repr(report) == (f"EvalReport('full', {REPR_TASKS} tasks, {REPR_TASKS} templates, task medians {{{shown}}}, "
                             f"macro average {sum(range(REPR_TASKS)) / REPR_TASKS:.1f})")
+
+
+def test_seqeval_refuses_examples_that_hold_no_tag_by_name():
+    # it failed in seqeval's accuracy_score (ZeroDivisionError: division by zero): no tag to count
+    with pytest.raises(ValueError, match=r"^seqeval: no example holds a tag \(every tag sequence is empty\); give "
+                                         r"each example its tags$"):
+        compute_metric("seqeval", [[], []], [[], []])
+    one = compute_metric("seqeval", [[], ["B-PER"]], [[], ["B-PER"]])  # an empty one beside tags: scored as seqeval
+    assert one == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "accuracy": 1.0}

@@ -6,7 +6,8 @@ from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_sc
 
 class Seqeval(evaluate.Metric):
     """`compute(predictions=, references=)` → `{"precision", "recall", "f1", "accuracy"}` in [0, 1]; raises
-    `ValueError` when an example's tag sequences differ in length."""
+    `ValueError` when an example's tag sequences differ in length, or when no example holds a tag (accuracy over no
+    tag is undefined)."""
 
     def _info(self):
         return evaluate.MetricInfo(
@@ -23,6 +24,9 @@ class Seqeval(evaluate.Metric):
         for i, (p, r) in enumerate(zip(predictions, references)):
             if len(p) != len(r):
                 raise ValueError(f"seqeval: example {i} has {len(p)} predicted tags for {len(r)} reference tags")
+        if not any(references):
+            raise ValueError("seqeval: no example holds a tag (every tag sequence is empty); give each example its "
+                             "tags")
         return {
             "precision": float(precision_score(references, predictions, zero_division=0)),
             "recall": float(recall_score(references, predictions, zero_division=0)),
