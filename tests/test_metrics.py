@@ -749,3 +749,20 @@ def test_seqeval_refuses_examples_that_hold_no_tag_by_name():
         compute_metric("seqeval", [[], []], [[], []])
     one = compute_metric("seqeval", [[], ["B-PER"]], [[], ["B-PER"]])  # an empty one beside tags: scored as seqeval
     assert one == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "accuracy": 1.0}
+
+
+@pytest.mark.parametrize("name", sorted(name for name, spec in METRICS.items() if spec.kind == "text"))
+def test_a_text_metrics_reference_given_as_one_string_is_refused_naming_the_metric_and_the_list_to_write(name):
+    # (Hugging Face evaluate's exact_match takes one string per reference): evaluate failed with "Got a string but
+    # expected a list instead: 'Paris'", naming no metric
+    with pytest.raises(ValueError, match=rf"^metric '{name}': reference 1 is the string 'Paris'; a reference is the "
+                                         rf"list of an example's gold answers: write \['Paris'\]$"):
+        compute_metric(name, ["Rome", "Paris"], [["Rome"], "Paris"])
+
+
+def test_tags_given_as_one_string_are_refused_naming_the_metric_and_the_list_to_write():
+    with pytest.raises(ValueError, match=r"^metric 'seqeval': prediction 0 is the string 'B-PER O'; a prediction is "
+                                         r"the list of an example's tags: write \['B-PER', 'O'\]$"):
+        compute_metric("seqeval", ["B-PER O"], [["B-PER", "O"]])
+    with pytest.raises(ValueError, match=r"^metric 'seqeval': reference 0 is the string 'B-PER O'; a reference is "):
+        compute_metric("seqeval", [["B-PER", "O"]], ["B-PER O"])

@@ -211,7 +211,8 @@ def load_metric(name: str) -> evaluate.EvaluationModule:
 def compute_metric(name: str, predictions: Sequence[Any], references: Sequence[Any],
                    **kwargs: Any) -> dict[str, float]:
     """Compute a metric (its default keyword arguments, overridden by `kwargs`) on one or more predictions, each with
-    its reference, and return its results."""
+    its reference, and return its results. A shipped module's inputs of the wrong shape that `evaluate` would refuse
+    naming no metric (a "text" reference or "tags" given as one string, not a list) are a ValueError naming it."""
     spec = metric_spec(name)
     if len(predictions) != len(references):
         raise ValueError(f"metric {name!r}: {len(predictions)} predictions for {len(references)} references")
@@ -219,9 +220,25 @@ def compute_metric(name: str, predictions: Sequence[Any], references: Sequence[A
         raise ValueError(f"metric {name!r}: no predictions to score; give at least one prediction and reference")
     arguments = {**spec.kwargs, **kwargs}
     if spec.function is None:
+        if problem := _list_given_as_string(spec.kind, predictions, references):
+            raise ValueError(f"metric {name!r}: {problem}")
         result = load_metric(name).compute(predictions=list(predictions), references=list(references), **arguments)
         return {key: float(value) for key, value in result.items()}
     return _function_result(name, spec, list(predictions), list(references), arguments)
+
+
+def _list_given_as_string(kind: str, predictions: Sequence[Any], references: Sequence[Any]) -> Optional[str]:
+    """Where a module of `kind` takes a list per example (a "text" reference: its gold answers; "tags": its tags) and
+    is given one string, which `evaluate` refuses naming no metric: which one, and the list to write; else None."""
+    sides = {"text": [("reference", references, "gold answers")],
+             "tags": [("prediction", predictions, "tags"), ("reference", references, "tags")]}.get(kind, [])
+    for side, values, items in sides:
+        at = next((index for index, value in enumerate(values) if isinstance(value, str)), None)
+        if at is not None:
+            written = [values[at]] if kind == "text" else values[at].split()
+            return (f"{side} {at} is the string {values[at]!r}; a {side} is the list of an example's {items}: write "
+                    f"{written!r}")
+    return None
 
 
 def _function_result(name: str, spec: MetricSpec, predictions: list, references: list,
