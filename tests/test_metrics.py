@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -766,3 +767,25 @@ def test_tags_given_as_one_string_are_refused_naming_the_metric_and_the_list_to_
         compute_metric("seqeval", ["B-PER O"], [["B-PER", "O"]])
     with pytest.raises(ValueError, match=r"^metric 'seqeval': reference 0 is the string 'B-PER O'; a reference is "):
         compute_metric("seqeval", [["B-PER", "O"]], ["B-PER O"])
+
+
+@pytest.mark.parametrize("name, predictions, references, problem", [
+    ("accuracy", [1, 1.5], [1, 1], "prediction 1 is 1.5, not a label id"),  # read as 1: accuracy 1.0
+    ("f1_macro", [0, 1], [0, "yes"], "reference 1 is 'yes', not a label id"),
+    ("mcc", [0, float("nan")], [0, 1], "prediction 1 is nan, not a label id"),
+    ("multiple_choice_grade", [0.7], [[0.0, 1.0]], "prediction 0 is 0.7, not a choice index"),  # read as choice 0
+])
+def test_a_label_id_or_choice_index_that_is_no_whole_number_is_refused_naming_the_metric(name, predictions,
+                                                                                          references, problem):
+    # evaluate's int64 column cut 1.5 to 1 and 0.7 to 0 (scored as those labels and choices, with nothing said), and
+    # failed on a string naming no metric ("invalid literal for int() with base 10")
+    with pytest.raises(ValueError, match=rf"^metric '{name}': {re.escape(problem)}: give whole numbers \(-1 for a "
+                                         rf"prediction outside the answer choices\)$"):
+        compute_metric(name, predictions, references)
+
+
+def test_label_ids_that_are_whole_numbers_of_any_type_are_scored():
+    assert compute_metric("accuracy", [np.int64(1), 0.0, True], [1, np.float64(0.0), 0])["accuracy"] == pytest.approx(
+        2 / 3)
+    assert compute_metric("multiple_choice_grade", [np.int32(1), -1], [[0.0, 1.0], [1.0, 0.0]]) == {
+        "multiple_choice_grade": 0.5}

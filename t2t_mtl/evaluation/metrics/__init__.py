@@ -12,6 +12,8 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 import math
+import numbers
+import operator
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 from t2t_mtl.evaluation.errors import MetricRegistrationError, UnknownMetricError
@@ -212,7 +214,8 @@ def compute_metric(name: str, predictions: Sequence[Any], references: Sequence[A
                    **kwargs: Any) -> dict[str, float]:
     """Compute a metric (its default keyword arguments, overridden by `kwargs`) on one or more predictions, each with
     its reference, and return its results. A shipped module's inputs of the wrong shape that `evaluate` would refuse
-    naming no metric (a "text" reference or "tags" given as one string, not a list) are a ValueError naming it."""
+    naming no metric (a "text" reference or "tags" given as one string, not a list) or misread (a label id or chosen
+    index that is no whole number, which it would cut to one) are a ValueError naming it."""
     spec = metric_spec(name)
     if len(predictions) != len(references):
         raise ValueError(f"metric {name!r}: {len(predictions)} predictions for {len(references)} references")
@@ -220,7 +223,8 @@ def compute_metric(name: str, predictions: Sequence[Any], references: Sequence[A
         raise ValueError(f"metric {name!r}: no predictions to score; give at least one prediction and reference")
     arguments = {**spec.kwargs, **kwargs}
     if spec.function is None:
-        if problem := _list_given_as_string(spec.kind, predictions, references):
+        if problem := (_list_given_as_string(spec.kind, predictions, references)
+                       or _index_not_whole(spec.kind, predictions, references)):
             raise ValueError(f"metric {name!r}: {problem}")
         result = load_metric(name).compute(predictions=list(predictions), references=list(references), **arguments)
         return {key: float(value) for key, value in result.items()}
@@ -239,6 +243,31 @@ def _list_given_as_string(kind: str, predictions: Sequence[Any], references: Seq
             return (f"{side} {at} is the string {values[at]!r}; a {side} is the list of an example's {items}: write "
                     f"{written!r}")
     return None
+
+
+def _index_not_whole(kind: str, predictions: Sequence[Any], references: Sequence[Any]) -> Optional[str]:
+    """Where a module of `kind` takes label ids ("label", "group_label") or a chosen index ("choice_scores") and is
+    given a value that is no whole number, which `evaluate`'s int64 column would cut (1.5 read as label 1) or refuse
+    naming no metric (a string): which one; else None."""
+    sides = {"label": [("prediction", predictions), ("reference", references)],
+             "group_label": [("prediction", predictions), ("reference", references)],
+             "choice_scores": [("prediction", predictions)]}.get(kind, [])
+    for side, values in sides:
+        at = next((index for index, value in enumerate(values) if not _whole_number(value)), None)
+        if at is not None:
+            what = "a choice index" if kind == "choice_scores" else "a label id"
+            return (f"{side} {at} is {values[at]!r}, not {what}: give whole numbers (-1 for a prediction outside the "
+                    f"answer choices)")
+    return None
+
+
+def _whole_number(value: Any) -> bool:
+    """An int (Python's, numpy's: anything with `__index__`) or a finite real number with no fractional part."""
+    try:
+        operator.index(value)
+        return True
+    except TypeError:
+        return isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer()
 
 
 def _function_result(name: str, spec: MetricSpec, predictions: list, references: list,
