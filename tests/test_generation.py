@@ -3,6 +3,7 @@ sentinels kept in the form its targets are written in, checked through `generate
 output is fixed."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -55,3 +56,26 @@ def test_whitespace_pieces_around_a_generation_are_stripped(t5_tokenizer):
     rows = torch.tensor([row + [pad] * (width - len(row)) for row in (plain, spans)])
     out = decode_generated(t5_tokenizer, rows, ["review: ok", CORRUPTED])
     assert out == ["yes", "<extra_id_0> a b"]
+
+
+@pytest.mark.parametrize("folder_settings", [{"return_dict_in_generate": True, "output_scores": True},
+                                             {"num_return_sequences": 2}])
+def test_a_model_folders_generation_config_asking_for_other_outputs_still_gives_one_text_per_input(
+        t5_tokenizer, folder_settings):
+    # was: a folder's generation_config.json (which from_pretrained gives the model, and so every run fine-tuned
+    # from it) with return_dict_in_generate: true crashed predict, eval and validation on `.tolist()` of a
+    # GenerateOutput; with num_beams 2 and num_return_sequences: 2, each input's beams were decoded in turn as the
+    # next inputs' answers (predict printed input 0's second beam as input 1's answer)
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config(vocab_size=len(t5_tokenizer), d_model=32, d_kv=8, d_ff=64,
+                                                num_layers=2, num_heads=2, decoder_start_token_id=0)).eval()
+    inputs = ["sort_words: pear apple fig", "parity: 1 0 1 1"]
+    with torch.no_grad():  # one input at a time, the model's generation config as T5's config implies it
+        alone = [t5_tokenizer.decode(model.generate(**t5_tokenizer([text], return_tensors="pt"), num_beams=2,
+                                                    max_new_tokens=4)[0], skip_special_tokens=True).strip()
+                 for text in inputs]
+    assert alone[0] != alone[1]  # (a prediction given to the wrong input shows)
+    model.generation_config.update(num_beams=2, **folder_settings)  # (as a folder's generation_config.json gives it)
+    assert generate_texts(model, t5_tokenizer, inputs, num_beams=2, max_new_tokens=4, batch_size=2) == alone

@@ -410,3 +410,19 @@ def test_the_end_of_run_held_in_exact_match_counts_the_moe_choices_dropped_over_
             f"choices they routed over expert capacity") in capsys.readouterr().out
     score_held_in(_Engine(model), tokenizer, TASKS, cfg, env, False, result)  # a dense model has no capacity
     assert result.held_in_moe_drops is None
+
+
+def test_validation_scores_a_model_whose_folders_generation_config_asks_for_other_outputs(reference):
+    # was: a pretrained folder's generation_config.json with return_dict_in_generate: true (which the run's model
+    # keeps from from_pretrained) crashed the run's validation on `.tolist()` of a GenerateOutput, and one with
+    # num_beams 2, num_return_sequences: 2 on transformers' refusal of two sequences from greedy decoding
+    cfg, tokenizer, model, targets, _, val_loss, val_score = reference
+    model = copy.deepcopy(model)
+    model.generation_config.update(num_beams=2, num_return_sequences=2, return_dict_in_generate=True)
+    loss, score = _validator(tokenizer, cfg, DistEnv(0, 1, 0, CPU, "gloo"), targets)(_Engine(model))
+    assert loss == pytest.approx(val_loss, rel=1e-5) and score == val_score
+    per_task, _, _ = held_in_exact_match(_Engine(model), tokenizer, TASKS, cfg, DistEnv(0, 1, 0, CPU, "gloo"),
+                                         batch_size=BATCH)
+    reference_engine = _Engine(reference[2])
+    assert per_task == held_in_exact_match(reference_engine, tokenizer, TASKS, cfg, DistEnv(0, 1, 0, CPU, "gloo"),
+                                           batch_size=BATCH)[0]

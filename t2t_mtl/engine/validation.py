@@ -19,7 +19,7 @@ from t2t_mtl.config import Config, ConfigError
 from t2t_mtl.engine.bigbench_evaluation import bigbench_folders, check_bigbench_task_name, import_bigbench_tasks
 from t2t_mtl.engine.distributed import DistEnv, sum_over_ranks
 from t2t_mtl.engine.held_out import refuse_unknown_held_out_clusters
-from t2t_mtl.evaluation.generation import decode_generated
+from t2t_mtl.evaluation.generation import ONE_SEQUENCE_EACH, decode_generated
 from t2t_mtl.evaluation.labels import target_labels
 from t2t_mtl.evaluation.rank_classification import evaluation_mode
 from t2t_mtl.evaluation.scoring import written_form
@@ -58,7 +58,8 @@ def _exact_matches(model: Any, tokenizer: Any, enc: Any, inputs: Sequence[str], 
     answers: the template's `references`, else its target), whitespace-normalised; both through `task`'s
     `postprocess` when it has one, as the evaluation scores generations."""
     out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], do_sample=False,
-                         num_beams=1, max_new_tokens=max_new_tokens, synced_gpus=synced, **routing)
+                         num_beams=1, max_new_tokens=max_new_tokens, synced_gpus=synced, **ONE_SEQUENCE_EACH,
+                         **routing)
     predictions = task.postprocessed(decode_generated(tokenizer, out, inputs))
     return count_exact_matches(predictions, [task.postprocessed(golds) for golds in references])
 

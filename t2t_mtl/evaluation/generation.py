@@ -13,6 +13,11 @@ from t2t_mtl.evaluation.rank_classification import encode_inputs, evaluation_mod
 
 SENTINEL = re.compile(r"<extra_id_\d+>")
 
+#: what every `generate` call decoding texts passes, whatever the model's generation config (a folder's
+#: generation_config.json, which from_pretrained gives the model) says: one sequence per input, as a tensor of ids
+#: (its `return_dict_in_generate: true` gives an output object, its `num_return_sequences: 2` two rows an input)
+ONE_SEQUENCE_EACH = {"num_return_sequences": 1, "return_dict_in_generate": False}
+
 
 def decode_generated(tokenizer: Any, sequences: torch.Tensor, inputs: Sequence[str]) -> list[str]:
     """Decode generated ids [B, L] for `inputs` (one each), special tokens removed, whitespace stripped — except
@@ -63,6 +68,7 @@ def generate_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, i
                 "task_ids": torch.tensor(task_ids[start:start + batch_size]).to(device, non_blocking=True)}
             output = model.generate(input_ids=encoded.input_ids, attention_mask=encoded.attention_mask,
                                     num_beams=num_beams, do_sample=False, max_new_tokens=max_new_tokens,
-                                    early_stopping=num_beams > 1, synced_gpus=synced_gpus, **routing)
+                                    early_stopping=num_beams > 1, synced_gpus=synced_gpus, **ONE_SEQUENCE_EACH,
+                                    **routing)
             predictions.extend(decode_generated(tokenizer, output, inputs[start:start + batch_size]))
     return predictions
