@@ -854,3 +854,42 @@ def test_the_resume_contract_feeds_a_sampler_the_examples_trained_as_training_do
         check_sampler_resumes(lambda: ForgetsTrained(SIZES, seed=0), "S")
     targeted = {"strategy": "bandit_thompson", "target": "a"}  # (credits its target's wins by the examples trained)
     check_sampler_resumes(lambda: build_sampler(targeted, SIZES, seed=0, log=False), "bandit_thompson")
+
+
+class LossRemembering(Flat):
+    """Flat draws; logs the last training loss fed for each task as its learned state `last_loss`."""
+
+    strategy = "loss_remembering"
+
+    def __init__(self, task_sizes, **common):
+        super().__init__(task_sizes, **common)
+        self.last = {}
+
+    def _on_update(self, stats):
+        self.last.update(stats.get("loss") or {})
+        return False
+
+    def logged_state(self):
+        return {"last_loss": dict(self.last)}
+
+
+def test_a_registered_samplers_logged_state_reaches_tensorboard_as_a_bandits_does(tmp_path, tok):
+    # was: its names were written to metrics.jsonl alone; TensorBoard and W&B got the bandits' bandit_q,
+    # bandit_alpha and bandit_beta only
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    register_sampler(LossRemembering)
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", sampling={"strategy": "loss_remembering"},
+                      training={"steps": 3, "tensorboard": True})
+    train(cfg, evaluate_held_in=False)
+    records = step_records(tmp_path / "run")
+    events = EventAccumulator(str(tmp_path / "run" / "logs" / "tensorboard")).Reload()
+    logged = {tag: {event.step: event.value for event in events.Scalars(tag)}
+              for tag in events.Tags()["scalars"] if tag.startswith("last_loss/")}
+    remembered = {}
+    for step in (1, 2, 3):
+        remembered.update(records[step]["task_loss"])
+        assert records[step]["last_loss"] == remembered
+    assert logged == {f"last_loss/{task}": {step: pytest.approx(rec["last_loss"][task], rel=1e-6)
+                                            for step, rec in records.items() if task in rec["last_loss"]}
+                      for task in remembered}

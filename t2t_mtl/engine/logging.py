@@ -19,9 +19,9 @@ from t2t_mtl.json_values import jsonl_records, nonfinite_to_null
 
 
 HELD_OUT_LOG = "held_out.jsonl"
-#: the per-task learned state a bandit sampler's `logged_state` gives a record: bandit_softmax's values Q,
-#: bandit_thompson's Beta parameters
-BANDIT_STATE = ("bandit_q", "bandit_alpha", "bandit_beta")
+#: the mappings of a training record that are not {task: figure}: every other one (task_loss, the sampler's
+#: `logged_state` names, ...) is written as <name>/<task> scalars
+STRUCTURED_FIGURES = ("moe", "gradient_surgery")
 
 
 class ScalarSinks:
@@ -68,19 +68,18 @@ def strict_json(record: Mapping[str, Any]) -> str:
 
 def training_scalars(record: Mapping[str, Any]) -> Dict[str, float]:
     """{tag: value} of a training record: train/{loss, lr, tokens_per_s}, task_loss/<task>,
-    task_examples/<task>, task_probability/<task> (the sampler's) and under a bandit sampler its `BANDIT_STATE`
-    (bandit_q/<task>, bandit_alpha/<task>, bandit_beta/<task>), task_weight/<task> (the loss weighting's), on
-    validation steps val_loss/<task> and val_score/<task>, under an entropy-fed sampler
+    task_examples/<task>, task_probability/<task> (the sampler's) and each name of its `logged_state` (a bandit's
+    bandit_q/<task>, bandit_alpha/<task>, bandit_beta/<task>; a registered sampler's own), task_weight/<task> (the
+    loss weighting's), on validation steps val_loss/<task> and val_score/<task>, under an entropy-fed sampler
     (`needs_entropy`, as uncertainty_ema's) entropy/<task>, under gradient surgery grad_norm/<task> and
     grad_cosine/<task>|<task> (each pair once, in the tasks' order) of the tasks the logged step held, and an MoE
     model's moe/{aux_loss, load_balancing, z_loss, dropped}, each MoE layer's moe/{load_balancing, z_loss,
     dropped}/<layer> and, on validation steps of one with an expert capacity, moe/{val_dropped, val_num_dropped,
     val_choices} (its expert_load stays in the JSONL record)."""
     scalars = {"train/loss": record["loss"], "train/lr": record["lr"], "train/tokens_per_s": record["tokens_per_s"]}
-    for key in ("task_loss", "task_examples", "task_probability", "task_weight", "val_loss", "val_score", "entropy",
-                *BANDIT_STATE):
-        for task, value in record.get(key, {}).items():
-            scalars[f"{key}/{task}"] = value
+    for key, figures in record.items():
+        if isinstance(figures, Mapping) and key not in STRUCTURED_FIGURES:
+            scalars.update({f"{key}/{task}": value for task, value in figures.items()})
     scalars.update(_surgery_scalars(record.get("gradient_surgery")))
     for key, value in record.get("moe", {}).items():
         if key == "per_layer":

@@ -125,8 +125,8 @@ class MixtureSampler:
 
     def logged_state(self) -> dict[str, dict[str, float]]:
         """What the strategy has learned, per task, for a run's records beside `task_probability` ({name: {task:
-        value}}, each name a record key; the bandits' `bandit_q`, `bandit_alpha` and `bandit_beta` are TensorBoard
-        and W&B tag prefixes too, `engine.logging.BANDIT_STATE`): none by default."""
+        value}}, each name a record key and a TensorBoard and W&B tag prefix, <name>/<task>, as the bandits'
+        `bandit_q`, `bandit_alpha` and `bandit_beta` are): none by default."""
         return {}
 
     def probabilities_at(self, epoch: float) -> dict[str, float]:
