@@ -1,7 +1,8 @@
 """The errors of configuration: every one names the key, file or `--set` item at fault."""
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ConfigFileError", "ConfigTypeError", "RankStoppedError", "UnknownConfigKeyError"]
+__all__ = ["ConfigError", "ConfigFileError", "ConfigTypeError", "LaunchEnvironmentError", "RankStoppedError",
+           "UnknownConfigKeyError"]
 
 
 class ConfigError(ValueError):
@@ -23,3 +24,8 @@ class ConfigFileError(ConfigError):
 class RankStoppedError(ConfigError):
     """Another rank of the job stopped before training began; its own error says what it could not use (not this
     rank's config, which a message about a refused value would point to)."""
+
+
+class LaunchEnvironmentError(ConfigError):
+    """The environment the process was started in (a launcher's or the user's variable, the GPUs it sees) is refused,
+    not a value of the config; the message names the variable and what to change."""

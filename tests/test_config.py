@@ -1699,3 +1699,25 @@ def test_evaluation_and_export_read_a_saved_value_a_new_run_is_refused_with_a_wa
         write(saved, written)
         with pytest.raises(CheckpointError, match=f"(?s)config.yaml is not a valid run config .*{named}"):
             trained_model_meta(ckpt)
+
+
+def test_a_launch_environment_refused_on_a_resume_is_not_told_as_a_refused_value_of_the_saved_config(
+        tmp_path, capsys, monkeypatch):
+    # was: `train --resume RUN` started with a LOCAL_RANK beyond the GPUs it sees printed the LOCAL_RANK refusal
+    # followed by the note on a value of the run's saved config, which neither holds LOCAL_RANK nor can correct it
+    import torch
+
+    from t2t_mtl.engine import distributed
+
+    ckpt = _old_run(tmp_path, "training", {})  # (the quickstart's config as saved: nothing refused)
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(distributed, "trains_on_gpu", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert cli_main(["train", "--resume", str(ckpt)]) == 2
+    assert capsys.readouterr().err == (
+        "error: LOCAL_RANK is 1, but this process sees 1 GPU: DeepSpeed trains rank r of a node on its GPU r "
+        "(cuda:LOCAL_RANK), so start at most one rank per GPU of the node (torchrun --nproc_per_node, deepspeed "
+        "--num_gpus), each seeing every GPU of the node (under SLURM --gpus-per-node, not --gpus-per-task, which "
+        "shows a task its own GPU only), or set DS_ACCELERATOR=cpu to train on the CPU\n")

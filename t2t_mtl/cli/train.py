@@ -155,7 +155,7 @@ def stopped_before_start(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from t2t_mtl.config import ConfigError, load_config
-    from t2t_mtl.config_errors import RankStoppedError
+    from t2t_mtl.config_errors import LaunchEnvironmentError, RankStoppedError
     from t2t_mtl.engine.checkpoint import CheckpointError
     from t2t_mtl.engine.occupied_run_dir import refuse_occupied_run_dir
 
@@ -189,8 +189,9 @@ def run(args: argparse.Namespace) -> int:
         if result.interrupted and launched_world_size() > 1:  # (saved: the launcher's SIGTERM has nothing to stop)
             ignore_stop_signals()
         shut_down_process_group()
-    except ConfigError as err:  # (another rank's stop: its own error, not this config, is the one to read)
-        print(f"error: {err}{'' if isinstance(err, RankStoppedError) else saved_config_note(saved)}", file=sys.stderr)
+    except ConfigError as err:  # (another rank's stop, or the launch environment's refusal: not this config's)
+        caused_elsewhere = isinstance(err, (RankStoppedError, LaunchEnvironmentError))
+        print(f"error: {err}{'' if caused_elsewhere else saved_config_note(saved)}", file=sys.stderr)
         return stopped_before_start(args)
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)

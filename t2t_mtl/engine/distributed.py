@@ -164,18 +164,19 @@ def check_local_gpu(local_rank: int) -> None:
     with 'CUDA error: invalid device ordinal': DeepSpeed trains rank r of a node on the node's GPU r, so a node
     runs at most one rank per GPU and every rank sees all of them (not one per rank, as SLURM's --gpus-per-task
     binds them)."""
-    from t2t_mtl.config_errors import ConfigError
+    from t2t_mtl.config_errors import LaunchEnvironmentError
     from t2t_mtl.wording import counted
 
     count = torch.cuda.device_count()
     if local_rank >= count:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         seen = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
-        raise ConfigError(f"LOCAL_RANK is {local_rank}, but this process sees {counted(count, 'GPU')}{seen}: "
-                          f"DeepSpeed trains rank r of a node on its GPU r (cuda:LOCAL_RANK), so start at most one "
-                          f"rank per GPU of the node (torchrun --nproc_per_node, deepspeed --num_gpus), each seeing "
-                          f"every GPU of the node (under SLURM --gpus-per-node, not --gpus-per-task, which shows a "
-                          f"task its own GPU only), or set DS_ACCELERATOR=cpu to train on the CPU")
+        raise LaunchEnvironmentError(
+            f"LOCAL_RANK is {local_rank}, but this process sees {counted(count, 'GPU')}{seen}: DeepSpeed trains rank "
+            f"r of a node on its GPU r (cuda:LOCAL_RANK), so start at most one rank per GPU of the node (torchrun "
+            f"--nproc_per_node, deepspeed --num_gpus), each seeing every GPU of the node (under SLURM "
+            f"--gpus-per-node, not --gpus-per-task, which shows a task its own GPU only), or set DS_ACCELERATOR=cpu "
+            f"to train on the CPU")
 
 
 def unbuilt_shm_op() -> Optional[str]:
@@ -216,15 +217,16 @@ def group_timeout() -> datetime.timedelta:
 def wait_timeout() -> datetime.timedelta:
     """The timeout of the waiting group (`barrier`, `failed_ranks`, eval's gathers): T2T_MTL_WAIT_TIMEOUT minutes (a
     day unless set), how long ranks wait for one that works alone (rank 0 tokenizing a mixture, converting a
-    checkpoint) or hangs without dying. A ConfigError naming the variable for a value that is no whole number of
-    minutes from 1 to MAX_WAIT_MINUTES (a year)."""
+    checkpoint) or hangs without dying. A LaunchEnvironmentError naming the variable for a value that is no whole
+    number of minutes from 1 to MAX_WAIT_MINUTES (a year)."""
     text = os.environ.get(WAIT_TIMEOUT_VARIABLE, str(DEFAULT_WAIT_MINUTES))
     if not text.strip().isdecimal() or not 1 <= int(text) <= MAX_WAIT_MINUTES:  # (isdigit takes ², int() does not)
-        from t2t_mtl.config_errors import ConfigError
+        from t2t_mtl.config_errors import LaunchEnvironmentError
 
-        raise ConfigError(f"environment variable {WAIT_TIMEOUT_VARIABLE} must be a whole number of minutes, at least "
-                          f"1 (how long ranks wait for rank 0's preparation; unset: {DEFAULT_WAIT_MINUTES}, a day), "
-                          f"at most {MAX_WAIT_MINUTES} (a year), got {text!r}")
+        raise LaunchEnvironmentError(
+            f"environment variable {WAIT_TIMEOUT_VARIABLE} must be a whole number of minutes, at least 1 (how long "
+            f"ranks wait for rank 0's preparation; unset: {DEFAULT_WAIT_MINUTES}, a day), at most {MAX_WAIT_MINUTES} "
+            f"(a year), got {text!r}")
     return datetime.timedelta(minutes=int(text))
 
 
