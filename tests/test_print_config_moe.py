@@ -30,8 +30,8 @@ def test_print_config_names_the_moe_defaults_the_run_takes(tmp_path, capsys):
     at = lines.index("  moe:")
     assert lines[at - 1] == ("  # model.moe keys left unset, at their defaults: layers both, eval_capacity_factor 2.0, "
                              "min_capacity 4, dropless false, routing token, renormalize null (so false: top_k 1), "
-                             "aux_loss_coef 0.01, z_loss_coef 0.001, unseen_task_routing mean, upcycle true, "
-                             "backend auto")
+                             "aux_loss_coef 0.01, z_loss_coef 0.001, upcycle true, backend auto; unused under routing "
+                             "token: unseen_task_routing")
     printed = tmp_path / "printed.yaml"
     printed.write_text(out)
     assert load_config(printed).to_dict()["model"]["moe"] == moe
@@ -53,3 +53,25 @@ def test_print_config_notes_top_k_at_its_default_where_unset_and_nothing_where_e
              "renormalize": False, "aux_loss_coef": 0.01, "z_loss_coef": 0.001, "unseen_task_routing": "mean",
              "upcycle": True, "backend": "auto"}
     assert "model.moe keys left unset" not in _printed(tmp_path, capsys, every)
+
+
+def test_print_config_names_the_moe_keys_the_routing_leaves_unread_apart_from_the_defaults_it_takes(tmp_path, capsys):
+    # was: under routing task the note listed capacity_factor 1.25, eval_capacity_factor 2.0, min_capacity 4, dropless
+    # false and backend auto among the defaults the run takes, though task routing has no capacity and no kernel (the
+    # idle-settings warning says so of the same keys set)
+    task = _printed(tmp_path, capsys, {"num_experts": 4, "top_k": 1, "every": 1, "routing": "task"})
+    assert ("  # model.moe keys left unset, at their defaults: layers both, score softmax, renormalize null (so false: "
+            "top_k 1), aux_loss_coef 0.01, z_loss_coef 0.001, unseen_task_routing mean, upcycle true; unused under "
+            "routing task: capacity_factor, eval_capacity_factor, min_capacity, dropless, backend\n  moe:\n") in task
+    dropless = _printed(tmp_path, capsys, {"num_experts": 4, "top_k": 1, "every": 1, "layers": "both",
+                                           "dropless": True, "score": "softmax", "renormalize": False,
+                                           "aux_loss_coef": 0.01, "z_loss_coef": 0.001, "upcycle": True})
+    assert ("  # model.moe keys left unset, at their defaults: routing token, backend auto; unused under dropless: "
+            "capacity_factor, eval_capacity_factor, min_capacity; unused under routing token: unseen_task_routing\n"
+            "  moe:\n") in dropless
+    unread_alone = _printed(tmp_path, capsys, {"num_experts": 4, "top_k": 1, "every": 1, "layers": "both",
+                                               "routing": "hybrid", "dropless": True, "score": "softmax",
+                                               "renormalize": False, "aux_loss_coef": 0.01, "z_loss_coef": 0.001,
+                                               "unseen_task_routing": "mean", "upcycle": True, "backend": "auto"})
+    assert ("  # model.moe keys left unset, unused under dropless: capacity_factor, eval_capacity_factor, "
+            "min_capacity\n  moe:\n") in unread_alone

@@ -121,24 +121,31 @@ def with_tokenizer_note(text: str, cfg: Config) -> str:
 
 def with_moe_defaults_note(text: str, cfg: Config) -> str:
     """`cfg`'s YAML `text` with, above its model.moe section, a comment naming the MoE keys the section leaves unset
-    and the defaults the run takes for them (renormalize's null as what it decides for this top_k); task_names (the
-    run's tasks) and expert_ids (an export's) are left out."""
+    and the defaults the run takes for them (renormalize's null as what it decides for this top_k), then those its
+    routing never reads (`unread_moe_keys`), with the setting that leaves them unread; task_names (the run's tasks)
+    and expert_ids (an export's) are left out."""
     import dataclasses
+    from itertools import groupby
 
-    from t2t_mtl.model.moe_config import MoEConfig
+    from t2t_mtl.model.moe_config import MoEConfig, unread_moe_keys
 
     if not cfg.model.moe:
         return text
     given = dict(cfg.model.moe)
+    unread = unread_moe_keys(given.get("routing", MoEConfig.routing), given.get("dropless", MoEConfig.dropless))
     unset = [f for f in dataclasses.fields(MoEConfig) if f.name not in given and f.name not in ("task_names",
                                                                                                 "expert_ids")]
     if not unset:
         return text
     top_k = given.get("top_k", MoEConfig.top_k)
     shown = {True: "true", False: "false"}
+    used = [f for f in unset if f.name not in unread]
     values = ", ".join(f"{f.name} {shown.get(f.default, f.default)}" if f.name != "renormalize" else
-                       f"renormalize null (so {shown[top_k > 1]}: top_k {top_k})" for f in unset)
-    note = f"  # model.moe keys left unset, at their defaults: {values}\n"
+                       f"renormalize null (so {shown[top_k > 1]}: top_k {top_k})" for f in used)
+    parts = [f"at their defaults: {values}"] if used else []
+    parts += [f"unused under {setting}: {', '.join(keys)}" for setting, keys in
+              groupby((f.name for f in unset if f.name in unread), key=unread.get)]
+    note = f"  # model.moe keys left unset, {'; '.join(parts)}\n"
     return text.replace("\n  moe:\n", f"\n{note}  moe:\n", 1)
 
 

@@ -17,7 +17,7 @@ from t2t_mtl.size_limits import MAX_EXPERTS
 from t2t_mtl.wording import counted
 
 __all__ = ["LAYER_CHOICES", "ROUTING_MODES", "UNSEEN_TASK_ROUTINGS", "MissingTaskIdsError", "MoEConfig",
-           "MoEConfigError", "moe_mapping"]
+           "MoEConfigError", "moe_mapping", "unread_moe_keys"]
 
 ROUTING_MODES = ("token", "task", "hybrid")
 LAYER_CHOICES = ("both", "encoder", "decoder")
@@ -191,6 +191,19 @@ def moe_mapping(value: Any) -> Dict[str, Any]:
     if not isinstance(value, Mapping):
         raise MoEConfigError(f"model.moe must be a mapping such as {{num_experts: 8, top_k: 2}}, got {value!r}")
     return dict(value)
+
+def unread_moe_keys(routing: str, dropless: bool) -> Dict[str, str]:
+    """{key: the setting that leaves it unread} of the `model.moe` keys a layer with this `routing` and `dropless`
+    never reads: the capacity keys and backend under routing task (no capacity, no routing kernel), the capacity
+    keys under dropless, unseen_task_routing under routing token (task_names and expert_ids left out)."""
+    capacity = ("capacity_factor", "eval_capacity_factor", "min_capacity")
+    if routing == "task":
+        return dict.fromkeys((*capacity, "dropless", "backend"), "routing task")
+    unread = dict.fromkeys(capacity, "dropless") if dropless else {}
+    if routing == "token":
+        unread["unseen_task_routing"] = "routing token"
+    return unread
+
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
