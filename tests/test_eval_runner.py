@@ -2297,3 +2297,37 @@ def test_a_bare_cuda_device_of_a_process_started_without_torchrun_is_the_first_g
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert resolve_device("cuda") == torch.device("cuda", 0) == resolve_device("auto")
+
+
+def test_a_comparison_counts_the_batch_size_where_an_moe_model_dropped_choices_over_capacity(loaded, data_file):
+    # was: batch_size was always score-neutral, but an MoE layer routing by token with an expert capacity drops
+    # choices by the tokens of the whole batch: two batch sizes of one checkpoint scored differently without a word.
+    # A dropless model (or one that dropped none) scores the same whatever its batches: still no note
+    model, tokenizer = loaded
+    moe = {"num_experts": 4, "top_k": 1, "every": 1, "upcycle": False, "task_names": ["a"], "min_capacity": 1}
+    reports = {}
+    for dropless in (False, True):
+        torch.manual_seed(0)
+        routed = convert_to_moe(model, {**moe, "eval_capacity_factor": 0.5, "dropless": dropless}).eval()
+        reports[dropless] = [evaluate_tasks(routed, tokenizer, [toy_task(data_file)],
+                                            EvalSettings(**{**MOE_SETTINGS, "batch_size": size}), progress=False,
+                                            name=f"batches-of-{size}") for size in (1, 4)]
+    def choice_scores(report: EvalReport) -> list:
+        return [score for row in report.results[0].predictions for score in row["choice_scores"]]
+
+    one, four = reports[False]
+    assert all(r.num_moe_dropped for r in one.results + four.results)  # (half of each expert's even share)
+    assert choice_scores(one) != pytest.approx(choice_scores(four), rel=1e-4)
+    assert differing_settings([one, four]) == {"batch_size": {"batches-of-1": 1, "batches-of-4": 4}}
+    counts = [(sum(r.num_moe_dropped for r in report.results), sum(r.num_moe_choices for r in report.results))
+              for report in (one, four)]
+    assert comparison_markdown([one, four]).splitlines()[-1] == (
+        f"Scored with different `batch_size`: 1 (batches-of-1), 4 (batches-of-4); the MoE layers dropped (token, "
+        f"slot) choices over expert capacity while scoring ({counts[0][0]} of {counts[0][1]} (batches-of-1), "
+        f"{counts[1][0]} of {counts[1][1]} (batches-of-4)), which ones depending on the examples a batch holds: their "
+        f"scores are not like for like.")
+    one, four = reports[True]
+    assert not any(r.num_moe_dropped for r in one.results + four.results)
+    assert choice_scores(one) == pytest.approx(choice_scores(four), rel=1e-5)
+    assert [r.score for r in one.results] == [r.score for r in four.results]
+    assert differing_settings([one, four]) == {}

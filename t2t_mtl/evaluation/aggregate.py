@@ -97,13 +97,21 @@ def summarize(report: EvalReport) -> dict[str, Any]:
 SCORE_NEUTRAL_SETTINGS = ("batch_size", "keep_predictions")
 
 
+def dropped_over_capacity(reports: Sequence[EvalReport]) -> bool:
+    """Whether the MoE layers of a model of `reports` dropped (token, slot) choices over expert capacity while
+    scoring: which ones they drop depends on the examples a batch holds, so there `batch_size` changes scores (a
+    model that dropped none in any report scored as a dropless one does, whatever its batches)."""
+    return any(result.num_moe_dropped for report in reports for result in report.results)
+
+
 def differing_settings(reports: Sequence[EvalReport]) -> dict[str, dict[str, Any]]:
-    """The settings that change scores (all but `SCORE_NEUTRAL_SETTINGS`) and differ between `reports`, as
-    {key: {model name: value}} in settings order; only keys every report records are compared (a report built in
-    Python may record none), and `split` only where a task they all score was scored on different splits (the
-    default split is recorded as None)."""
+    """The settings that change scores (all but `SCORE_NEUTRAL_SETTINGS`; `batch_size` too where
+    `dropped_over_capacity`) and differ between `reports`, as {key: {model name: value}} in settings order; only
+    keys every report records are compared (a report built in Python may record none), and `split` only where a task
+    they all score was scored on different splits (the default split is recorded as None)."""
+    neutral = [key for key in SCORE_NEUTRAL_SETTINGS if key != "batch_size" or not dropped_over_capacity(reports)]
     keys = [key for key in dict.fromkeys(key for r in reports for key in r.settings)
-            if key not in SCORE_NEUTRAL_SETTINGS and all(key in r.settings for r in reports)]
+            if key not in neutral and all(key in r.settings for r in reports)]
     differing = {key: {r.name: r.settings[key] for r in reports} for key in keys
                  if len({json.dumps(r.settings[key], sort_keys=True, default=str) for r in reports}) > 1}
     if "split" in differing and _same_splits_scored(reports):  # (`--split validation` and the default, validation)

@@ -222,7 +222,14 @@ def comparison_markdown(reports: Sequence[EvalReport]) -> str:
 def _difference(key: str, reports: Sequence[EvalReport]) -> str:
     """What a differing setting `key` does to the scores: the evaluation seed (a run's `training.seed`, so two
     training seeds' reports always differ in it) changes nothing of BIG-bench tasks, whose one template and k-shot
-    demonstrations draw with BIG-bench's own seed, and zero-shot, only the templates that draw at random."""
+    demonstrations draw with BIG-bench's own seed, and zero-shot, only the templates that draw at random; the batch
+    size, compared only where an MoE model dropped choices over expert capacity, which ones it drops."""
+    if key == "batch_size":
+        dropped = ", ".join(f"{sum(r.num_moe_dropped for r in report.results)} of "
+                            f"{sum(r.num_moe_choices for r in report.results)} ({report.name})" for report in reports
+                            if any(r.num_moe_dropped for r in report.results))
+        return (f"the MoE layers dropped (token, slot) choices over expert capacity while scoring ({dropped}), which "
+                f"ones depending on the examples a batch holds: their scores are not like for like.")
     if key == "seed" and _bigbench_only(reports):
         return ("every task scored is a BIG-bench task, whose prompts and k-shot demonstrations are drawn with "
                 "BIG-bench's own seed: it changes nothing.")
