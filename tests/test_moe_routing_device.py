@@ -60,3 +60,21 @@ def test_more_experts_than_the_triton_kernels_take_are_told_to_route_by_the_refe
         f"checkpoint 'run' routes its MoE layers with model.moe.backend {backend!r}, which cannot run here (the "
         f"Triton routing takes at most 16384 experts, got 16385; use backend='reference'): set it to 'reference' in "
         f"the model.moe of the run's config.yaml, or the moe of a model folder's config.json")
+
+
+def test_a_task_routed_model_is_not_refused_for_a_backend_it_runs_no_kernel_of(monkeypatch):
+    # kills a mutant of check_routing_device that its tests let live: task routing checked like token routing, so a
+    # task-routed model saved with backend triton was refused on a CPU, where it runs (its experts are the top_k of
+    # its task's gate row, chosen by the PyTorch reference)
+    import t2t_kernels.moe as kernels
+    import torch
+
+    from t2t_mtl.evaluation.checkpoint import check_routing_device
+
+    monkeypatch.setattr(kernels, "_INTERPRETING", False)  # a CPU machine without TRITON_INTERPRET=1
+    model = build_model({"dims": DIMS, "moe": {"num_experts": 2, "top_k": 1, "every": 1, "routing": "task",
+                                               "backend": "triton"}}, vocab_size=32, task_names=["a", "b"])
+    check_routing_device(model, torch.device("cpu"), "run")
+    ids = torch.tensor([[3, 4, 1], [5, 6, 1]])
+    logits = model(input_ids=ids, labels=ids, task_ids=torch.tensor([0, 1])).logits  # (it runs here)
+    assert logits.shape == (2, 3, 32) and torch.isfinite(logits).all()
