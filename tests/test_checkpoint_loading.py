@@ -124,3 +124,36 @@ def test_the_checkpoints_own_deepspeed_state_deepspeed_cannot_load_is_not_to_be_
         load_checkpoint(FailingEngine(ValueError("exp_avg not found in optimizer state fragment")), ckpt, ENV)
     assert str(refused.value) == (f"DeepSpeed could not load {ckpt / 'ds'} (ValueError: exp_avg not found in optimizer "
                                   f"state fragment); {CORRUPT_HINT}")
+
+
+def _saved_on_a_gpu(state: dict, path: Path) -> None:
+    """torch.save `state` to `path` as a GPU run's rank 0 writes it: its tensors' storages tagged cuda:0 (the
+    location torch.load puts them back on unless told otherwise)."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with zipfile.ZipFile(buffer) as saved, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as out:
+        for info in saved.infolist():
+            data = saved.read(info)
+            if info.filename.endswith("/data.pkl"):  # (the location: a pickled string after each storage key)
+                cpu, cuda = b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0"  # (BINUNICODE: its length, then it)
+                assert data.count(cpu) == len([v for v in state.values() if isinstance(v, torch.Tensor)])
+                data = data.replace(cpu, cuda)
+            out.writestr(info.filename, data)
+
+
+def test_a_gpu_runs_checkpoint_files_load_onto_the_cpu(tmp_path):
+    # kills a mutant of _load_file that the tests let live (map_location "cpu" dropped): a GPU run's trainer and
+    # rank states were put back on cuda:0, which a machine without a GPU refuses ("Attempting to deserialize object
+    # on a CUDA device") and every rank of a GPU job filled on the first GPU
+    ckpt = save(tmp_path, 4)
+    _saved_on_a_gpu({"step": 4, "loss_sums": torch.tensor([1.5, 2.0])}, ckpt / "trainer_state.pt")
+    _saved_on_a_gpu({"r": 0, "rng": torch.arange(4, dtype=torch.uint8)}, ckpt / "rank_00000.pt")
+    trainer_state, rank_state, _ = load_checkpoint(LoadingEngine(), ckpt, ENV)
+    assert trainer_state["loss_sums"].device == torch.device("cpu")
+    assert trainer_state["loss_sums"].tolist() == [1.5, 2.0]
+    assert rank_state["rng"].device == torch.device("cpu") and rank_state["rng"].tolist() == [0, 1, 2, 3]
+    [state] = load_rank_states(ckpt, 1)
+    assert state["rng"].device == torch.device("cpu") and state["rng"].tolist() == [0, 1, 2, 3]
