@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from t2t_mtl.evaluation.errors import UnknownMetricError
+from t2t_mtl.evaluation.errors import EvaluationError, UnknownMetricError
 from t2t_mtl.evaluation.metrics import METRICS, canonical_metric_name, compute_metric, load_metric
 from t2t_mtl.evaluation.scoring import metric_inputs, score_predictions
 
@@ -789,3 +789,27 @@ def test_label_ids_that_are_whole_numbers_of_any_type_are_scored():
         2 / 3)
     assert compute_metric("multiple_choice_grade", [np.int32(1), -1], [[0.0, 1.0], [1.0, 0.0]]) == {
         "multiple_choice_grade": 0.5}
+
+
+@pytest.mark.parametrize("metric, column, kwargs", [
+    ("accuracy", "answer_choices", {"answer_choices": [["no", "yes"]] * 2}),  # scored the first 2 of 3: accuracy 1.0
+    ("seqeval", "targets", {"targets": ["O O", "B-PER"]}),  # scored the first 2 of 3
+    ("accuracy", "chosen", {"chosen": [1, 0]}),
+    ("multiple_choice_grade", "choice_scores", {"choice_scores": [[0.0, 1.0], [1.0, 0.0]]}),
+    ("exact_match", "references", {"references": [["yes"], ["no"]]}),
+    ("group_exact_match", "groups", {"groups": ["a", "a"]}),
+])
+def test_a_per_example_column_of_another_length_than_the_predictions_is_refused_naming_it(metric, column, kwargs):
+    # the examples past a shorter answer_choices or targets were left out of the score, with nothing said (the others
+    # failed on their own, not naming the column)
+    columns = {"targets": ["yes", "no", "yes"], "answer_choices": [["no", "yes"]] * 3, **kwargs}
+    with pytest.raises(EvaluationError, match=rf"^metric '{metric}': 3 predictions but 2 {column}; give one per "
+                                              rf"prediction$"):
+        score_predictions([metric], ["yes", "no", "no"], **columns)
+
+
+def test_groups_of_another_length_than_the_predictions_are_refused_where_incomplete_groups_are_left_out():
+    # the groups picked the examples kept: those past the groups were left out, with nothing said
+    with pytest.raises(EvaluationError, match=r"^metric 'group_exact_match': 3 predictions but 2 groups; give one "):
+        score_predictions(["group_exact_match"], ["yes", "no", "no"], ["yes", "no", "yes"], [["no", "yes"]] * 3,
+                          groups=["a", "b"], incomplete_groups={"b"})

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from typing import Any, Collection, Optional, Sequence
+from typing import Any, Collection, Mapping, Optional, Sequence
 
 from t2t_mtl.evaluation.errors import EvaluationError
 from t2t_mtl.evaluation.metrics import canonical_metric_name, compute_metric, metric_spec
@@ -120,6 +120,15 @@ def _tags(prediction: str, target: str) -> tuple[list[str], list[str]]:
     return predicted + ["O"] * (len(reference) - len(predicted)), reference
 
 
+def _check_columns(metric: str, n: int, columns: Mapping[str, Optional[Sequence[Any]]]) -> None:
+    """Refuse, naming `metric` and the column, a per-example column (None: not given) without one item for each of
+    the `n` predictions: zipped with them, it would leave examples out of the score."""
+    for column, values in columns.items():
+        if values is not None and len(values) != n:
+            raise EvaluationError(f"metric {metric!r}: {n} predictions but {len(values)} {column}; give one per "
+                                  f"prediction")
+
+
 def metric_inputs(metric: str, predictions: Sequence[str], targets: Sequence[str],
                   answer_choices: Sequence[Sequence[str]], *, chosen: Optional[Sequence[int]] = None,
                   choice_scores: Optional[Sequence[Sequence[float]]] = None,
@@ -128,11 +137,14 @@ def metric_inputs(metric: str, predictions: Sequence[str], targets: Sequence[str
     """The (predictions, references) a metric module takes, converted from text as the module docstring says.
 
     `chosen` (rank classification's picked indices) overrides matching the prediction text to a choice.
-    Raises `EvaluationError` when `metric_problem` finds the metric cannot score these examples (`groups`:
-    see `metric_problem`).
+    Raises `EvaluationError` when a per-example column given (`targets`, `answer_choices`, ...) has not one item per
+    prediction, or when `metric_problem` finds the metric cannot score these examples (`groups`: see
+    `metric_problem`).
     """
     kind = metric_spec(metric).kind
     n = len(predictions)
+    _check_columns(metric, n, {"targets": targets, "answer_choices": answer_choices, "chosen": chosen,
+                               "choice_scores": choice_scores, "references": references, "groups": groups})
     problem = metric_problem(metric, targets, answer_choices, groups=groups)
     if problem:
         raise EvaluationError(f"metric {metric!r}: {problem}")
@@ -180,7 +192,9 @@ def score_predictions(metrics: Sequence[str], predictions: Sequence[str], target
     for metric in metrics:
         name = canonical_metric_name(metric)
         group_metric = metric_spec(name).kind == "group_label"
-        if group_metric and incomplete_groups and groups is not None:
+        if group_metric and incomplete_groups and groups is not None:  # (columns checked before the groups pick them)
+            _check_columns(name, len(predictions), {"targets": targets, "answer_choices": answer_choices,
+                                                    "groups": groups, **kwargs})
             keep = [i for i, group in enumerate(groups) if group not in incomplete_groups]
             results[name] = score_predictions(
                 [name], *(_pick(column, keep) for column in (predictions, targets, answer_choices)),
