@@ -130,3 +130,13 @@ def test_seqeval_f1_is_conllevals_chunk_f1():
         result = compute_metric("seqeval", predictions, references)
         assert (result["precision"], result["recall"], result["f1"]) == pytest.approx((precision, recall, f1)), (
             predictions, references)
+
+
+def test_matthews_correlation_of_one_class_on_both_sides_is_zero_with_no_warning_from_scikit_learn(recwarn):
+    # scikit-learn warned "A single label was found in 'y_true' and 'y_pred'. For the confusion matrix to have the
+    # correct shape, use the 'labels' parameter" — advice for its own API, which a report's reader cannot take (a
+    # --max-examples run whose gold and predictions are all "acceptable")
+    for predictions, references in (([1, 1, 1], [1, 1, 1]), ([-1], [0])):
+        assert compute_metric("mcc", predictions, references)["matthews_correlation"] == _matthews_by_definition(
+            predictions, references) == 0.0
+    assert [str(warning.message) for warning in recwarn] == []
