@@ -813,3 +813,15 @@ def test_groups_of_another_length_than_the_predictions_are_refused_where_incompl
     with pytest.raises(EvaluationError, match=r"^metric 'group_exact_match': 3 predictions but 2 groups; give one "):
         score_predictions(["group_exact_match"], ["yes", "no", "no"], ["yes", "no", "yes"], [["no", "yes"]] * 3,
                           groups=["a", "b"], incomplete_groups={"b"})
+
+
+@pytest.mark.parametrize("metric, chosen, choices", [
+    ("accuracy", [0, 2], [["no", "yes"]] * 2),  # IndexError: list index out of range
+    ("f1_macro", [0, 2], [["a", "b"], ["c", "d"]]),  # scored as a label of its own
+    ("accuracy", [0, -2], [["a", "b"], ["c", "d"]]),  # scored as a wrong answer
+    ("multiple_choice_grade", [0, -2], [["a", "b"], ["c", "d"]]),  # scored 0
+])
+def test_a_chosen_index_outside_the_examples_answer_choices_is_refused_naming_it(metric, chosen, choices):
+    with pytest.raises(EvaluationError, match=rf"^metric '{metric}': example 1 chose {chosen[1]}, no position among its "
+                                              rf"2 answer choices \(0 to 1; -1 for none\)$"):
+        score_predictions([metric], ["a", "b"], [choices[0][0], choices[1][0]], choices, chosen=chosen)

@@ -129,6 +129,15 @@ def _check_columns(metric: str, n: int, columns: Mapping[str, Optional[Sequence[
                                   f"prediction")
 
 
+def _check_chosen(metric: str, chosen: Sequence[int], answer_choices: Sequence[Sequence[str]]) -> None:
+    """Refuse, naming `metric` and the example, a chosen index that is no position among the example's answer choices
+    nor -1 (none chosen): it would index past them, or be scored as a label of its own."""
+    for index, (value, choices) in enumerate(zip(chosen, answer_choices)):
+        if not -1 <= value < len(choices):
+            raise EvaluationError(f"metric {metric!r}: example {index} chose {value!r}, no position among its "
+                                  f"{len(choices)} answer choices (0 to {len(choices) - 1}; -1 for none)")
+
+
 def metric_inputs(metric: str, predictions: Sequence[str], targets: Sequence[str],
                   answer_choices: Sequence[Sequence[str]], *, chosen: Optional[Sequence[int]] = None,
                   choice_scores: Optional[Sequence[Sequence[float]]] = None,
@@ -136,9 +145,9 @@ def metric_inputs(metric: str, predictions: Sequence[str], targets: Sequence[str
                   groups: Optional[Sequence[Any]] = None) -> tuple[list, list]:
     """The (predictions, references) a metric module takes, converted from text as the module docstring says.
 
-    `chosen` (rank classification's picked indices) overrides matching the prediction text to a choice.
+    `chosen` (rank classification's picked indices, -1 for none) overrides matching the prediction text to a choice.
     Raises `EvaluationError` when a per-example column given (`targets`, `answer_choices`, ...) has not one item per
-    prediction, or when `metric_problem` finds the metric cannot score these examples (`groups`: see
+    prediction, a chosen index is no position among its example's choices, or when `metric_problem` finds the metric cannot score these examples (`groups`: see
     `metric_problem`).
     """
     kind = metric_spec(metric).kind
@@ -150,6 +159,7 @@ def metric_inputs(metric: str, predictions: Sequence[str], targets: Sequence[str
         raise EvaluationError(f"metric {metric!r}: {problem}")
     if kind in ("label", "group_label", "choice_scores"):
         if chosen is not None:
+            _check_chosen(metric, chosen, answer_choices)
             picked = list(chosen)
         elif all(answer_choices):
             picked = [_choice_index(p, c) for p, c in zip(predictions, answer_choices)]
