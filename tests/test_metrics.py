@@ -822,6 +822,6 @@ def test_groups_of_another_length_than_the_predictions_are_refused_where_incompl
     ("multiple_choice_grade", [0, -2], [["a", "b"], ["c", "d"]]),  # scored 0
 ])
 def test_a_chosen_index_outside_the_examples_answer_choices_is_refused_naming_it(metric, chosen, choices):
-    with pytest.raises(EvaluationError, match=rf"^metric '{metric}': example 1 chose {chosen[1]}, no position among its "
-                                              rf"2 answer choices \(0 to 1; -1 for none\)$"):
+    with pytest.raises(EvaluationError, match=rf"^metric '{metric}': example 1 chose {chosen[1]}, no position among "
+                                              rf"its 2 answer choices \(0 to 1; -1 for none\)$"):
         score_predictions([metric], ["a", "b"], [choices[0][0], choices[1][0]], choices, chosen=chosen)

@@ -147,8 +147,8 @@ def metric_inputs(metric: str, predictions: Sequence[str], targets: Sequence[str
 
     `chosen` (rank classification's picked indices, -1 for none) overrides matching the prediction text to a choice.
     Raises `EvaluationError` when a per-example column given (`targets`, `answer_choices`, ...) has not one item per
-    prediction, a chosen index is no position among its example's choices, or when `metric_problem` finds the metric cannot score these examples (`groups`: see
-    `metric_problem`).
+    prediction, a chosen index is no position among its example's choices, or `metric_problem` finds the metric
+    cannot score these examples (`groups`: see `metric_problem`).
     """
     kind = metric_spec(metric).kind
     n = len(predictions)
