@@ -38,3 +38,21 @@ def test_an_exported_folder_generates_with_the_runs_decoding_and_its_beam_search
         model.generation_config.save_pretrained(tmp_path)
         saved = GenerationConfig.from_pretrained(tmp_path)
         assert (saved.max_new_tokens, saved.num_beams, saved.early_stopping) == expected
+
+
+def test_an_exported_folder_answers_once_per_input_whatever_its_pretrained_folders_generation_config_asked(tmp_path):
+    # was: a run fine-tuned from a folder whose generation_config.json held num_beams 2 and num_return_sequences: 2
+    # kept them, so exporting it with the run's greedy decoding failed ("Greedy methods ... do not support
+    # num_return_sequences different than 1 ... Fix these issues to save the configuration"); one with
+    # return_dict_in_generate: true wrote a folder whose plain generate() returned an output object, not ids
+    from transformers import GenerationConfig
+
+    from t2t_mtl.engine.export import _answer_as_the_run
+
+    model = build_model({"dims": {"d_model": 8, "d_kv": 4, "d_ff": 16, "num_layers": 1, "num_heads": 2}},
+                        vocab_size=12)
+    model.generation_config.update(num_beams=2, num_return_sequences=2, return_dict_in_generate=True)
+    _answer_as_the_run(model, {"config": {"data": {"max_target_length": 9}}})
+    model.generation_config.save_pretrained(tmp_path)
+    saved = GenerationConfig.from_pretrained(tmp_path)
+    assert (saved.num_beams, saved.num_return_sequences, saved.return_dict_in_generate) == (1, 1, False)

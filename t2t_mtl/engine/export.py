@@ -251,9 +251,11 @@ def export_model(run_or_ckpt: Union[str, Path], out_dir: Union[str, Path], *, ov
 
 def _answer_as_the_run(model: torch.nn.Module, meta: Mapping[str, Any]) -> None:
     """Set the generation config the folder is saved with to the run's own decoding (`max_new_tokens`, `num_beams`,
-    as `t2t-mtl predict` and `eval` of the run take them: evaluation's, else `data.max_target_length`), so a plain
-    `generate()` of the exported folder answers as they do; transformers' own default stops at 20 tokens. A meta
-    without a run's config (a folder from elsewhere) leaves it as it is."""
+    as `t2t-mtl predict` and `eval` of the run take them: evaluation's, else `data.max_target_length`; one sequence
+    an input, as ids: `ONE_SEQUENCE_EACH` over a pretrained folder's settings), so a plain `generate()` of the
+    exported folder answers as they do; transformers' own default stops at 20 tokens. A meta without a run's config
+    (a folder from elsewhere) leaves it as it is."""
+    from t2t_mtl.evaluation.generation import ONE_SEQUENCE_EACH
     from t2t_mtl.evaluation.run_settings import run_setting
 
     if not meta.get("config"):
@@ -262,6 +264,7 @@ def _answer_as_the_run(model: torch.nn.Module, meta: Mapping[str, Any]) -> None:
     config.max_new_tokens = run_setting(meta, "max_new_tokens")
     config.num_beams = run_setting(meta, "num_beams")
     config.early_stopping = config.num_beams > 1  # (as evaluation's generate)
+    config.update(**ONE_SEQUENCE_EACH)
 
 
 def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str, Path], *,
