@@ -17,7 +17,9 @@ from typing import Any, ClassVar, Mapping, Sequence, Tuple
 
 from .errors import TaskDefinitionError
 
-TRUNCATION_SIDES = ("right", "left")
+#: what the model sees of an over-long input cut from each truncation side
+KEPT_PARTS = {"right": "beginning", "left": "end"}
+TRUNCATION_SIDES = tuple(KEPT_PARTS)
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class EvalProtocol:
     def kept_part(self) -> str:
         """What the model sees of an over-long input, for people ("beginning", "end"; a benchmark's protocol may say
         whose rule that is)."""
-        return "beginning" if self.truncation_side == "right" else "end"
+        return KEPT_PARTS[self.truncation_side]
 
 
 def tie_rule_fields() -> dict[str, str]:

@@ -138,10 +138,11 @@ def _warn_of_truncated_inputs(lengths: Sequence[int], limits: Sequence[int], sid
             for length, limit, side in zip(lengths, limits, sides) if length > limit]
     if not over:
         return
-    parts = {"right": "beginning", "left": "end"}  # (what the model sees of an input cut from that side)
-    counts = {side: count for side in parts if (count := sum(cut == side for _, cut in over))}
-    seen = (f"their {parts[next(iter(counts))]}" if len(counts) == 1
-            else " and ".join(f"the {parts[side]} of {count}" for side, count in counts.items()))
+    from task_registry.eval_protocol import KEPT_PARTS  # (BIG-bench's protocol names its rule beside the part)
+
+    counts = {side: count for side in KEPT_PARTS if (count := sum(cut == side for _, cut in over))}
+    seen = (f"their {KEPT_PARTS[next(iter(counts))]}" if len(counts) == 1
+            else " and ".join(f"the {KEPT_PARTS[side]} of {count}" for side, count in counts.items()))
     needed = max(length for length, _ in over)
     logger.warning("%d of %d inputs are longer than max_input_length=%d tokens and are answered on the part that fits "
                    "(the model sees only %s); to answer them whole, raise it to %d tokens (t2t-mtl predict "
