@@ -26,7 +26,8 @@ whose JSON repeats an earlier one's exactly is dropped (it would count twice in 
 demonstration); the rows keep their examples' indices in the file as `idx`.
 
 The prefixes become literal template text, never substituted values, so promptsource-style truncation
-of substituted values (2048 characters) cannot cut them; the input, the listed choices and the target are
+of substituted values (2048 characters) cannot cut them (a `}` of one is written as an expression of its own, so a
+prefix may hold any text, `}}` and `{% endraw %}` too); the input, the listed choices and the target are
 substituted in 2000-character parts for the same reason (a longer choice is listed, and is the target, whole). A
 `|||` in the input or a prefix is kept as text: like the pipe protection of row values, it is written as
 promptsource's protector token and restored after the split into input and target.
@@ -114,7 +115,6 @@ DEFAULT_FEW_SHOT_SEPARATOR = "\n"
 INPUT_PART_CHARS = 2000
 BIGBENCH_SEED = 42  # JsonTask's default random_seed, which seeds the choice listing of each example
 GRADE = "multiple_choice_grade"
-_UNSAFE_IN_LITERAL = ("}}", "endraw")
 #: the task.json keys of text put into every prompt (a JSON null: none)
 PREFIX_KEYS = ("task_prefix", "example_input_prefix", "example_output_prefix", "choice_prefix",
                "few_shot_example_separator")
@@ -301,12 +301,12 @@ def bigbench_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _literal(text: str, key: str, path: str) -> str:
-    for unsafe in _UNSAFE_IN_LITERAL:
-        if unsafe in text:
-            raise TaskDefinitionError(f"{path!r}: {key} contains {unsafe!r}, which the template cannot hold as "
-                                      f"literal text")
-    return f"{{% raw %}}{text.replace(SEPARATOR, PIPE_PROTECTOR)}{{% endraw %}}" if text else ""
+def _literal(text: str) -> str:
+    """`text` as literal template text: `{% raw %}` blocks holding no `}`, each `}` of it an expression of its own,
+    so neither promptsource's textual truncation rewrite (every `}}` of a template) nor the end of a raw block
+    (`{% endraw %}`) can be written by it."""
+    pieces = text.replace(SEPARATOR, PIPE_PROTECTOR).split("}")
+    return '{{ "}" }}'.join(f"{{% raw %}}{piece}{{% endraw %}}" if piece else "" for piece in pieces)
 
 
 def _prefix(data: dict[str, Any], key: str, default: str) -> str:
@@ -315,19 +315,19 @@ def _prefix(data: dict[str, Any], key: str, default: str) -> str:
     return "" if value is None else value
 
 
-def bigbench_template(data: dict[str, Any], path: str = "task.json") -> Template:
+def bigbench_template(data: dict[str, Any]) -> Template:
     """The template that formats an example as BIG-bench does (see the module docstring)."""
     task_prefix = _prefix(data, "task_prefix", "")
     input_prefix = _prefix(data, "example_input_prefix", DEFAULT_INPUT_PREFIX)
     output_prefix = _prefix(data, "example_output_prefix", DEFAULT_OUTPUT_PREFIX)
     choice_prefix = _prefix(data, "choice_prefix", DEFAULT_CHOICE_PREFIX)
     append_choices = data.get("append_choices_to_input", True)
-    jinja = (_literal(task_prefix, "task_prefix", path) + _literal(input_prefix, "example_input_prefix", path)
+    jinja = (_literal(task_prefix) + _literal(input_prefix)
              + "{% for part in input_parts %}{{ part }}{% endfor %}")
     if append_choices:
-        jinja += ("{% for choice in choice_parts %}" + _literal(choice_prefix, "choice_prefix", path)
+        jinja += ("{% for choice in choice_parts %}" + _literal(choice_prefix)
                   + "{% for part in choice %}{{ part }}{% endfor %}{% endfor %}")
-    jinja += (_literal(output_prefix, "example_output_prefix", path)
+    jinja += (_literal(output_prefix)
               + " ||| {% for part in target_parts %}{{ part }}{% endfor %}")
     metadata = {"original_task": True, "choices_in_prompt": append_choices, "metrics": ["multiple_choice_grade"],
                 "languages": ["en"]}
@@ -463,7 +463,7 @@ def load_bigbench_task(path: PathLike, *, name: Optional[str] = None) -> Task:
     file = _task_file(path)
     data = read_task_json(file)
     task_name = name or NAME_PREFIX + task_json_name(data, file)
-    return Task(task_name, BigBenchSource(file), [bigbench_template(data, str(file))],
+    return Task(task_name, BigBenchSource(file), [bigbench_template(data)],
                 metrics=("multiple_choice_grade",), task_type="multiple_choice", cluster=CLUSTER, held_out=True,
                 splits=(SPLIT,), eval_only=True, description=str(data.get("description", "")),
                 few_shot_format=BigBenchFewShotFormat.from_task_json(data),

@@ -839,3 +839,22 @@ def test_a_differing_seed_is_said_to_change_nothing_only_where_every_report_scor
     assert comparison_markdown([seed_0, seed_7]).splitlines()[-1].endswith("their scores are not like for like.")
     empty = [replace(report, results=[]) for report in (seed_0, seed_7)]
     assert "BIG-bench" not in comparison_markdown(empty)
+
+
+def test_a_prefix_holding_template_syntax_is_rendered_as_its_text(tmp_path):
+    # was: a prefix holding `}}` or `endraw` was refused ("the template cannot hold it as literal text") with no
+    # remedy but editing the task's file: promptsource's rewrite turns every `}}` of a template into a truncation
+    # filter, and `{% endraw %}` ended the raw block the prefix is written in
+    from task_registry.bigbench import listed_choices
+
+    prefixes = {"task_prefix": "Fill {{ x }} and {% endraw %}{{ y }}}: ",
+                "example_input_prefix": "\nQ}} {%- endraw -%}", "choice_prefix": "\n  }choice{: ",
+                "example_output_prefix": "\n}A}\n}"}
+    folder = _write_task(tmp_path / "braces", {"name": "braces", **prefixes,
+                                               "examples": [{"input": "2 + 2?", "target_scores": {"4": 1, "5": 0}}]})
+    task = load_bigbench_task(folder)
+    example = task.templates[0].render(task.load_rows("test")[0])
+    choices = listed_choices(["4", "5"])
+    expected = (prefixes["task_prefix"] + prefixes["example_input_prefix"] + "2 + 2?" + prefixes["choice_prefix"]
+                + prefixes["choice_prefix"].join(choices) + prefixes["example_output_prefix"])  # (BIG-bench's format)
+    assert (example.inputs, example.targets) == (expected.strip(), "4")
