@@ -858,3 +858,21 @@ def test_a_prefix_holding_template_syntax_is_rendered_as_its_text(tmp_path):
     expected = (prefixes["task_prefix"] + prefixes["example_input_prefix"] + "2 + 2?" + prefixes["choice_prefix"]
                 + prefixes["choice_prefix"].join(choices) + prefixes["example_output_prefix"])  # (BIG-bench's format)
     assert (example.inputs, example.targets) == (expected.strip(), "4")
+
+
+def test_a_comparison_of_zero_shot_bigbench_reports_says_a_differing_seed_changes_nothing():
+    # kills a mutant of report._difference that its tests let live (the BIG-bench note asked after the zero-shot one):
+    # zero-shot BIG-bench reports of two training seeds were said to differ in what templates drawing at random
+    # render, though a BIG-bench task's one template draws nothing (its prompt is BIG-bench's own)
+    from dataclasses import replace
+
+    from t2t_mtl.evaluation import EvalReport
+    from t2t_mtl.evaluation.report import comparison_markdown
+
+    seed_0 = EvalReport("seed-0", [_result_of("bigbench_emoji_movie", "bigbench_zero_shot")],
+                        settings=EvalSettings(max_examples=4).to_dict())
+    seed_7 = replace(seed_0, name="seed-7", settings={**seed_0.settings, "seed": 7})
+    assert seed_0.settings["num_shots"] == 0  # (zero-shot)
+    assert comparison_markdown([seed_0, seed_7]).splitlines()[-1] == (
+        "Scored with different `seed`: 0 (seed-0), 7 (seed-7); every task scored is a BIG-bench task, whose prompts "
+        "and k-shot demonstrations are drawn with BIG-bench's own seed: it changes nothing.")
