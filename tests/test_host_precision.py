@@ -415,3 +415,17 @@ def test_an_explicit_bf16_a_deepspeed_json_chose_on_a_gpu_that_emulates_it_names
         "training in bf16 on this GPU, whose compute capability is below 8.0 (no bf16 tensor cores): bf16 is emulated "
         "here; set the deepspeed.config JSON's bf16 enabled to \"auto\" with training.precision: auto (fp32 on this "
         "GPU), or to false")
+
+
+@pytest.mark.parametrize("accelerator, pinned", [("cpu", False), ("cuda", True)])
+def test_a_gpu_machine_training_on_its_cpu_offloads_to_unpinned_memory(monkeypatch, accelerator, pinned):
+    # kills a mutant of build_deepspeed that the tests let live (pin_memory asked of torch.cuda.is_available again):
+    # a GPU machine training on its CPU (DS_ACCELERATOR=cpu) pinned the offloaded states' host memory, a CUDA
+    # allocation for a run that uses no GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("DS_ACCELERATOR", accelerator)
+    cfg = config_from_dict({"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}},
+                            "training": {"precision": "fp32"},
+                            "deepspeed": {"zero_stage": 3, "offload_optimizer": True, "offload_param": True}})
+    zero = build_deepspeed_config(cfg, world_size=1)["zero_optimization"]
+    assert zero["offload_optimizer"] == zero["offload_param"] == {"device": "cpu", "pin_memory": pinned}
