@@ -79,6 +79,40 @@ def choice_hint(target: str, choices: Sequence[str], row: Mapping[str, Any]) -> 
             f"the target (`||| {{{{ answer_choices[{field}] }}}}`)")
 
 
+def separator_hint(row: Mapping[str, Any], choices: Optional[Sequence[str]], separator: str
+                   ) -> tuple[Optional[str], str]:
+    """(field, hint) for a rendering split by more `separator`s than its template writes: an answer choice, or text
+    inside a list or record of `row` (the fields the template reads), that holds one reaches the text unprotected
+    (promptsource protects a field that is text, and un-protects the choices it hands the template), with the row's
+    field and a filter dropping such rows; else (None, a hint at the template)."""
+    dropped = ("and splits it — promptsource drops such a row: replace `{sep}` there with a `map` preprocessor, or "
+               "drop such rows with a `filter`{example}")
+    for choice in choices or ():
+        if separator in choice:
+            fields = [name for name, value in row.items() if isinstance(value, str) and choice in value]
+            where = f" (the row's field {fields[0]!r})" if fields else ""
+            example = f" (`\"'{separator}' not in {fields[0]}\"`)" if fields else ""
+            return (fields[0] if fields else None,
+                    f": the answer choice {choice!r} holds `{separator}`{where}, which reaches the text unprotected "
+                    f"(promptsource un-protects the answer choices before the template prints them) "
+                    + dropped.format(sep=separator, example=example))
+    for name, value in row.items():
+        if not isinstance(value, str) and _holds_text(value, separator):
+            example = f" (`\"'{separator}' not in ({name} | string)\"`)"
+            return name, (f": the row's field {name!r} holds `{separator}` inside a list or record, which reaches the "
+                          f"text unprotected (promptsource protects a field that is text alone) "
+                          + dropped.format(sep=separator, example=example))
+    return None, f"; check the template for a stray `{separator}`"
+
+
+def _holds_text(value: Any, text: str) -> bool:
+    """Whether `text` is in a string of `value`, a string or a list, tuple or mapping of them (nested)."""
+    if isinstance(value, str):
+        return text in value
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, (list, tuple)) else ()
+    return any(_holds_text(item, text) for item in items)
+
+
 def field_hint(field: Optional[str], row: Mapping[str, Any]) -> str:
     """What a missing `field` likely is: part of a row field that joins several column names (a file separated by
     `;`, tabs or commas read by a reader that splits at another separator), a field of the rows a JSON file holds

@@ -50,7 +50,8 @@ from .errors import (
 )
 from .jinja_env import (ENVIRONMENT, MISBOUND, MISBOUND_IF_NUMBERS, NullPrintedError, compile_template,
                         misbound_truncation, refusing_printed_nulls, seeded_choices, with_truncation)
-from .render_hints import choice_hint, field_hint, no_element_problem, row_preview, undefined_name
+from .render_hints import (choice_hint, field_hint, no_element_problem, row_preview, separator_hint,
+                           undefined_name)
 
 SEPARATOR = "|||"
 # The token promptsource substitutes for `|||` inside row values while rendering.
@@ -404,9 +405,9 @@ class Template:
             rendered = self._run(self._main, context_vars, task=task, row_index=row_index)
             parts = [_unescape_pipe(part).strip() for part in rendered.split(SEPARATOR)]
             if len(parts) > 2:
-                raise self._error(
-                    f"the rendered text has {len(parts) - 1} `|||` separators, expected one (input ||| target); "
-                    f"check the template for a stray `|||`", task, row_index)
+                field, hint = separator_hint({k: v for k, v in row.items() if k in self.variables}, choices, SEPARATOR)
+                raise self._error(f"the rendered text has {len(parts) - 1} `|||` separators, expected one (input "
+                                  f"||| target){hint}", task, row_index, field=field)
             inputs, targets = (parts[0], parts[1]) if len(parts) == 2 else (parts[0], "")
             instruction = (_unescape_pipe(self._run(self._instruction, context_vars, task=task,
                                                     row_index=row_index)).strip()

@@ -8,13 +8,15 @@ the test fails if any other template errors, and also if a listed one stops erro
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
 
 import pytest
 
 import task_registry
-from task_registry import AnswerNotInChoicesError, MissingFieldError, TaskDefinitionError, Template
+from task_registry import (AnswerNotInChoicesError, MissingFieldError, TaskDefinitionError, Template,
+                           TemplateRenderError)
 from task_registry.promptsource import import_promptsource, load_promptsource_collection, promptsource_task
 
 FIRST_ROWS = 5
@@ -245,3 +247,40 @@ def test_hyphens_become_underscores_before_the_tasks_own_preprocessors(tmp_path)
         assert list(task.load_rows("train")) == [{"text": "hi", "label": 1}]
     finally:
         task_registry.set_data_dir(previous)
+
+
+def _first_row(shared_data_dir, *parts: str) -> dict:
+    with open(Path(shared_data_dir).joinpath(*parts), encoding="utf-8") as handle:
+        return json.loads(handle.readline())
+
+
+def test_a_separator_in_a_rows_answer_list_is_named_not_blamed_on_the_template(promptsource_dir, shared_data_dir):
+    # promptsource protects `|||` in a field that is text, not in text inside a list: an answer of WebQuestions'
+    # `answers` holding one splits the rendering in three (promptsource drops the row); the error said "check the
+    # template for a stray `|||`", of a template with none
+    template = next(t for t in import_promptsource(promptsource_dir, "web_questions") if t.name == "question-answer")
+    row = _first_row(shared_data_dir, "web_questions", "default", "test.jsonl")
+    template.render(row, task="wq", row_index=0)  # (as the data is: renders)
+    row["answers"] = [answer.replace(" ", " ||| ", 1) for answer in row["answers"]]
+    with pytest.raises(TemplateRenderError) as raised:
+        template.render(row, task="wq", row_index=0, rng=random.Random(0))
+    message = str(raised.value)
+    assert "the rendered text has 2 `|||` separators, expected one (input ||| target): the row's field 'answers' " \
+           "holds `|||` inside a list or record, which reaches the text unprotected" in message
+    assert "promptsource drops such a row" in message and "check the template" not in message
+    assert raised.value.field == "answers"
+
+
+def test_a_separator_in_an_answer_choice_is_named_not_blamed_on_the_template(promptsource_dir, shared_data_dir):
+    # COPA's choices are its rows' `choice1` / `choice2`: the choices are un-protected before the template prints
+    # one as the target, so a choice holding `|||` splits the rendering (promptsource drops the row)
+    template = next(t for t in import_promptsource(promptsource_dir, "super_glue", "copa") if t.name == "best_option")
+    row = _first_row(shared_data_dir, "super_glue", "copa", "validation.jsonl")
+    row.update(choice1="left ||| right", label=0)
+    with pytest.raises(TemplateRenderError) as raised:
+        template.render(row, task="copa", row_index=0)
+    message = str(raised.value)
+    assert ": the answer choice 'left ||| right' holds `|||` (the row's field 'choice1'), which reaches the text " \
+           "unprotected" in message
+    assert "promptsource drops such a row" in message and "check the template" not in message
+    assert raised.value.field == "choice1"
