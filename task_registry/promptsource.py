@@ -152,7 +152,18 @@ class HyphensToUnderscores(Preprocessor):
     keeps_rows = True
 
     def __call__(self, dataset: AnyDataset) -> AnyDataset:
-        mapping = {c: c.replace("-", "_") for c in dataset.column_names or () if "-" in c}
+        """`dataset` with its columns renamed; two columns that would get one name are a `TaskDefinitionError`."""
+        columns = list(dataset.column_names or ())
+        mapping = {c: c.replace("-", "_") for c in columns if "-" in c}
+        named: dict[str, list[str]] = {}
+        for column in columns:
+            named.setdefault(mapping.get(column, column), []).append(column)
+        for name, sources in named.items():
+            if len(sources) > 1:
+                raise TaskDefinitionError(
+                    f"columns {' and '.join(map(repr, sources))} would both be {name!r} once promptsource's `-` in "
+                    f"column names becomes `_` (its templates read `a-b` as `a_b`; promptsource keeps the last "
+                    f"one's values alone): rename one of them in the data")
         return dataset.rename_columns(mapping) if mapping else dataset
 
     def describe(self) -> str:

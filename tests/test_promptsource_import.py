@@ -149,13 +149,8 @@ def test_a_choice_longer_than_the_truncation_says_the_target_was_cut_short(promp
 
 
 def test_promptsource_task_renames_hyphenated_columns(tmp_path):
-    folder = tmp_path / "data" / "demo_hyphen" / "default"
-    folder.mkdir(parents=True)
-    (folder / "train.jsonl").write_text(json.dumps({"first-sentence": "a", "label": 1}) + "\n")
-    (tmp_path / "templates" / "demo_hyphen").mkdir(parents=True)
-    (tmp_path / "templates" / "demo_hyphen" / "templates.yaml").write_text(
-        "dataset: demo_hyphen\ntemplates:\n  x1: !Template\n    answer_choices: no ||| yes\n    id: x1\n"
-        "    jinja: '{{first_sentence}} ||| {{answer_choices[label]}}'\n    name: t\n    reference: ''\n")
+    _write_one_row_collection(tmp_path, "demo_hyphen", {"first-sentence": "a", "label": 1},
+                              "{{first_sentence}} ||| {{answer_choices[label]}}")
     previous = task_registry.get_data_dir()
     task_registry.set_data_dir(tmp_path / "data")
     try:
@@ -284,3 +279,35 @@ def test_a_separator_in_an_answer_choice_is_named_not_blamed_on_the_template(pro
            "unprotected" in message
     assert "promptsource drops such a row" in message and "check the template" not in message
     assert raised.value.field == "choice1"
+
+
+def _write_one_row_collection(root: Path, dataset: str, row: dict, jinja: str) -> None:
+    """`root/data/<dataset>/default/train.jsonl` holding `row`, and `root/templates/<dataset>/templates.yaml` holding
+    one template `t` (answer choices `no ||| yes`) of `jinja`."""
+    folder = root / "data" / dataset / "default"
+    folder.mkdir(parents=True)
+    (folder / "train.jsonl").write_text(json.dumps(row) + "\n")
+    (root / "templates" / dataset).mkdir(parents=True)
+    (root / "templates" / dataset / "templates.yaml").write_text(
+        f"dataset: {dataset}\ntemplates:\n  x1: !Template\n    answer_choices: no ||| yes\n    id: x1\n"
+        f"    jinja: '{jinja}'\n    name: t\n    reference: ''\n")
+
+
+def test_columns_that_hyphens_to_underscores_would_merge_are_refused_naming_both(tmp_path):
+    # `label-coarse` beside `label_coarse`: promptsource's renaming makes one name of two columns (its row dict keeps
+    # the later one's value); the rename gave a table with two `label_coarse` fields, which failed when the rows were
+    # rendered with pyarrow's KeyError 'Field "label_coarse" exists 2 times in schema', a traceback naming no task
+    _write_one_row_collection(tmp_path, "demo_merge", {"label-coarse": 1, "label_coarse": 0, "text": "hi"},
+                              "{{text}} ||| {{answer_choices[label_coarse]}}")
+    previous = task_registry.get_data_dir()
+    task_registry.set_data_dir(tmp_path / "data")
+    try:
+        task = promptsource_task("merged", tmp_path / "templates", "demo_merge", splits=("train",))
+        for streaming in (False, True):
+            with pytest.raises(TaskDefinitionError) as raised:
+                list(task.to_dataset("train", streaming=streaming))
+            assert str(raised.value).startswith(
+                "task 'merged': split 'train': columns 'label-coarse' and 'label_coarse' would both be 'label_coarse' "
+                "once promptsource's `-` in column names becomes `_`"), streaming
+    finally:
+        task_registry.set_data_dir(previous)
