@@ -43,11 +43,22 @@ def highlight(text: Any) -> str:
     return "<span style='color: #F08080'>" + text + "</span>"
 
 
+class EmptyChoiceError(IndexError):
+    """The `choice` filter was given an empty sequence (`random.choice`'s IndexError, as promptsource raises it)."""
+
+
+#: the hint of the undefined value Jinja's `random` filter gives for an empty sequence
+EMPTY_RANDOM = "No random item, sequence was empty."
+
+
 @jinja2.pass_context  # (never folded at compile time: a constant list's draw is made at each render)
 def choice(context: Any, choices: Sequence[Any]) -> Any:
-    """A uniformly random element of `choices` (reproducible inside `seeded_choices`)."""
-    rng = _ACTIVE_RNG.get()
-    return (rng or random).choice(choices)
+    """A uniformly random element of `choices` (reproducible inside `seeded_choices`); `EmptyChoiceError` for an
+    empty sequence."""
+    try:
+        return (_ACTIVE_RNG.get() or random).choice(choices)
+    except IndexError as error:
+        raise EmptyChoiceError(str(error)) from None
 
 
 @jinja2.pass_context
@@ -56,7 +67,7 @@ def random_item(context: Any, items: Sequence[Any]) -> Any:
     try:
         return (_ACTIVE_RNG.get() or random).choice(items)
     except IndexError:
-        return context.environment.undefined("No random item, sequence was empty.")
+        return context.environment.undefined(EMPTY_RANDOM)
 
 
 def most_frequent(items: Sequence[Any]) -> Optional[list[Any]]:

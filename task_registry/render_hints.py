@@ -105,6 +105,20 @@ def separator_hint(row: Mapping[str, Any], choices: Optional[Sequence[str]], sep
     return None, f"; check the template for a stray `{separator}`"
 
 
+def empty_pick_problem(filter_name: str, fields: Mapping[str, Any]) -> tuple[Optional[str], str]:
+    """(field, problem) for the `choice` or `random` filter given an empty sequence: the first of `fields` (those the
+    template reads) holding an empty list, with the guard and the filter to write; (None, the problem) without one."""
+    empty = next((name for name, value in fields.items() if isinstance(value, (list, tuple)) and not value), None)
+    what = f"the `{filter_name}` filter got an empty list to pick from"
+    promptsource = "promptsource fails on it too" if filter_name == "choice" else "promptsource prints nothing for it"
+    default = ", or `| default('')`" if filter_name == "random" else ""
+    if empty is None:
+        return None, f"{what} ({promptsource}); guard it in the template{default} or drop such rows with a `filter`"
+    return empty, (f"{what}: field {empty!r} is empty on this row ({promptsource}); guard it in the template "
+                   f"({{% if {empty} %}}...{{% endif %}}{default}) or drop such rows with a `filter` "
+                   f"(`\"{empty} | length > 0\"`)")
+
+
 def _holds_text(value: Any, text: str) -> bool:
     """Whether `text` is in a string of `value`, a string or a list, tuple or mapping of them (nested)."""
     if isinstance(value, str):

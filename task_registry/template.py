@@ -48,10 +48,10 @@ from .errors import (
     TemplateRenderError,
     TemplateSyntaxError,
 )
-from .jinja_env import (ENVIRONMENT, MISBOUND, MISBOUND_IF_NUMBERS, NullPrintedError, compile_template,
-                        misbound_truncation, refusing_printed_nulls, seeded_choices, with_truncation)
-from .render_hints import (choice_hint, field_hint, no_element_problem, row_preview, separator_hint,
-                           undefined_name)
+from .jinja_env import (EMPTY_RANDOM, ENVIRONMENT, MISBOUND, MISBOUND_IF_NUMBERS, EmptyChoiceError, NullPrintedError,
+                        compile_template, misbound_truncation, refusing_printed_nulls, seeded_choices, with_truncation)
+from .render_hints import (choice_hint, empty_pick_problem, field_hint, no_element_problem, row_preview,
+                           separator_hint, undefined_name)
 
 SEPARATOR = "|||"
 # The token promptsource substitutes for `|||` inside row values while rendering.
@@ -450,6 +450,8 @@ class Template:
                               kind=SandboxViolationError) from None
         except jinja2.UndefinedError as error:
             raise self._undefined_error(error, variables, task, row_index) from None
+        except EmptyChoiceError:
+            raise self._empty_pick_error("choice", variables, task, row_index) from None
         except TemplateRenderError:
             raise
         except Exception as error:  # a template bug on this row: say where, keep the cause chained
@@ -484,6 +486,8 @@ class Template:
         """The error of a rendering that read something undefined, from the likeliest cause down: answer choices the
         template lacks, text or a float indexing the answer choices, a subscript that found nothing, a nested field's
         missing key, else a field missing from the row (with a hint at what it may be)."""
+        if str(error) == EMPTY_RANDOM:
+            return self._empty_pick_error("random", variables, task, row_index)
         fields = sorted(k for k in variables if k != "answer_choices")
         absent = sorted(self.variables - set(fields))
         if not absent and self._reads_undefined_answer_choices:
@@ -505,6 +509,13 @@ class Template:
         cause = "" if field in absent else f" ({error})"
         return self._error(f"field {field!r} is missing from the row{cause}; the row has fields {fields}{hint}",
                            task, row_index, field=field, kind=MissingFieldError)
+
+    def _empty_pick_error(self, filter_name: str, variables: Mapping[str, Any], task: Optional[str],
+                          row_index: Optional[int]) -> TemplateRenderError:
+        """The error of a rendering whose `choice` or `random` filter got an empty sequence, naming the row's empty
+        list field the template reads."""
+        field, problem = empty_pick_problem(filter_name, {k: v for k, v in variables.items() if k in self.variables})
+        return self._error(problem, task, row_index, field=field)
 
     @functools.cached_property
     def _reads_undefined_answer_choices(self) -> bool:

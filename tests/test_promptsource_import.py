@@ -311,3 +311,30 @@ def test_columns_that_hyphens_to_underscores_would_merge_are_refused_naming_both
                 "once promptsource's `-` in column names becomes `_`"), streaming
     finally:
         task_registry.set_data_dir(previous)
+
+
+def test_choice_of_an_empty_answer_list_names_the_field_and_the_guard(promptsource_dir, shared_data_dir):
+    # WebQuestions' templates print `answers | choice`; a row with no answer (promptsource fails on it too, with
+    # random's IndexError) was "rendering failed with IndexError: Cannot choose from an empty sequence", no field named
+    template = next(t for t in import_promptsource(promptsource_dir, "web_questions") if t.name == "question-answer")
+    row = {**_first_row(shared_data_dir, "web_questions", "default", "test.jsonl"), "answers": []}
+    with pytest.raises(TemplateRenderError) as raised:
+        template.render(row, task="wq", row_index=4)
+    assert str(raised.value).endswith(
+        "row 4: the `choice` filter got an empty list to pick from: field 'answers' is empty on this row (promptsource "
+        "fails on it too); guard it in the template ({% if answers %}...{% endif %}) or drop such rows with a `filter` "
+        "(`\"answers | length > 0\"`)")
+    assert raised.value.field == "answers"
+
+
+def test_random_of_an_empty_answer_list_names_the_field_not_a_missing_field_none(shared_data_dir):
+    # Jinja's `random` gives an undefined value for an empty list, which printing refuses: the error said "field None
+    # is missing from the row (No random item, sequence was empty.)"
+    row = {**_first_row(shared_data_dir, "web_questions", "default", "test.jsonl"), "answers": []}
+    with pytest.raises(TemplateRenderError) as raised:
+        Template("any_answer", "{{ question }} ||| {{ answers | random }}").render(row, task="wq", row_index=4)
+    assert str(raised.value).endswith(
+        "row 4: the `random` filter got an empty list to pick from: field 'answers' is empty on this row (promptsource "
+        "prints nothing for it); guard it in the template ({% if answers %}...{% endif %}, or `| default('')`) or drop "
+        "such rows with a `filter` (`\"answers | length > 0\"`)")
+    assert raised.value.field == "answers"
