@@ -15,7 +15,7 @@ from .data_paths import (is_pattern, is_saved_dataset, matched_files, split_fold
 from .errors import TaskDefinitionError, TaskRegistryError, close_matches
 from .file_formats import is_file_builder, misspelt_reader_problem
 from .preprocessors import Preprocessor, compile_expression, from_config as preprocessor_from_config
-from .promptsource import HyphensToUnderscores, import_promptsource
+from .promptsource import TEMPLATES_FILENAME, HyphensToUnderscores, import_promptsource
 from .sources import HFSource, LocalFileSource, Source
 from .task import Task
 from .task_definition_checks import repeated_names, sliced_split_problem
@@ -433,6 +433,12 @@ class TaskFileParser:
             return []
         location = Path(os.path.expanduser(os.path.expandvars(str(entry["promptsource"]))))
         location = location if location.is_absolute() else self.path.parent / location
+        if entry.get("dataset") is None and location.is_dir() and not (location / TEMPLATES_FILENAME).is_file():
+            self.error(self.line_of(entry, "promptsource"),
+                       f"promptsource: {location} is a collection of promptsource templates (a {TEMPLATES_FILENAME} "
+                       f"per dataset or subset): add `dataset:` (and `subset:`) beside `promptsource:` naming the one "
+                       f"to import, e.g. `dataset: super_glue` and `subset: cb`")
+            return []
         try:
             imported = import_promptsource(location, dataset=entry.get("dataset"), subset=entry.get("subset"))
         except TaskRegistryError as error:

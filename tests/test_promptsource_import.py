@@ -338,3 +338,15 @@ def test_random_of_an_empty_answer_list_names_the_field_not_a_missing_field_none
         "prints nothing for it); guard it in the template ({% if answers %}...{% endif %}, or `| default('')`) or drop "
         "such rows with a `filter` (`\"answers | length > 0\"`)")
     assert raised.value.field == "answers"
+
+
+def test_a_yaml_entry_naming_a_collection_root_is_told_to_add_its_dataset_key(tmp_path, promptsource_dir):
+    # the message was the Python call's, "... is a folder without templates.yaml; pass dataset= (and subset=) to pick
+    # one from a collection", in a YAML file, whose `promptsource:` entry takes `dataset:` and `subset:` keys
+    path = tmp_path / "ps_cb.yaml"
+    path.write_text(f"name: ps_cb\nsource: {{hf: super_glue, name: cb}}\ntemplates:\n"
+                    f"  - promptsource: {promptsource_dir}\n")
+    assert task_registry.validate_task_files([path], check_rows=0) == [
+        f"{path}:4: promptsource: {promptsource_dir} is a collection of promptsource templates (a templates.yaml per "
+        f"dataset or subset): add `dataset:` (and `subset:`) beside `promptsource:` naming the one to import, e.g. "
+        f"`dataset: super_glue` and `subset: cb`"]
