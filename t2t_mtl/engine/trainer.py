@@ -331,17 +331,18 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     try:
         hidden = not cfg.training.progress_bar or launched_rank() != 0
         with hidden_datasets_progress_bars(hidden), hidden_transformers_progress_bars(hidden), restored_data_dir(), \
-                warned_once():
-            return _train(cfg, started, resume, data_dir, evaluate_held_in, lock)
+                warned_once(), contextlib.ExitStack() as closing:
+            return _train(cfg, started, resume, data_dir, evaluate_held_in, lock, closing)
     finally:
         lock.release()
         torch.set_num_threads(threads)  # (the caller's, for what it runs next in this process)
 
 
 def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir: Union[str, Path, None],
-           evaluate_held_in: Optional[bool], lock: RunLock) -> TrainResult:
+           evaluate_held_in: Optional[bool], lock: RunLock, closing: contextlib.ExitStack) -> TrainResult:
     """`train` on a validated Config, from `started` (its perf_counter at the call); rank 0 holds the run folder's
-    `lock` while it trains (taken before the process group where the folder exists, else once it is created)."""
+    `lock` while it trains (taken before the process group where the folder exists, else once it is created);
+    `closing` releases what the run holds (its DeepSpeed engine) when `train` returns or raises."""
     if data_dir is not None:
         cfg.data.data_dir = str(data_dir)
     check_paths(cfg)
@@ -473,6 +474,9 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
         ds_config.setdefault("checkpoint", {})["load_universal"] = True
         check_universal_fills(model, universal_conversion.ensure_universal(resume_from, env))
     engine = initialize_deepspeed(model, ds_config, cfg)
+    # (ZeRO-1/2 hook every parameter's gradient accumulation with closures over the optimizer, held by torch's C++
+    # side out of the garbage collector's reach: without destroy() the model and optimizer outlive the run)
+    closing.callback(engine.destroy)
     precision = engine_precision(engine)  # from DeepSpeed itself: a deepspeed.config JSON may set it
     if env.world_size == 1 and engine.zero_optimization_stage() == 0:
         engine.enable_backward_allreduce = False  # one rank: nothing to average, skip the flatten/copy round trip

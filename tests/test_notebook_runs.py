@@ -1,0 +1,45 @@
+"""Runs trained one after another in one process, as a notebook trains them: what a finished `train()` leaves
+behind for the next."""
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+
+from t2t_mtl.engine import trainer as trainer_mod
+from t2t_mtl.engine.trainer import train
+
+from engine_helpers import tiny_config, train_tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_a_finished_runs_model_and_optimizer_are_freed_when_train_returns(tmp_path, tok, cache, monkeypatch, stage):
+    # were kept for the rest of the process: DeepSpeed's ZeRO-1/2 optimizer hooks every parameter's gradient
+    # accumulation with a closure over itself, held by torch's C++ side where Python's garbage collector cannot see
+    # it, so each run of a notebook added its model, gradients and optimizer state to the memory (a GPU's) in use
+    engines = []
+
+    def initialize(*args, **kwargs):
+        engine = initialize_deepspeed(*args, **kwargs)
+        engines.append((weakref.ref(engine), weakref.ref(engine.module), weakref.ref(engine.optimizer)))
+        return engine
+
+    initialize_deepspeed = trainer_mod.initialize_deepspeed
+    monkeypatch.setattr(trainer_mod, "initialize_deepspeed", initialize)
+    result = train(tiny_config(tmp_path / "run", tok, cache, deepspeed={"zero_stage": stage},
+                               training={"steps": 2}))
+    assert result.step == 2 and len(engines) == 1
+    gc.collect()
+    assert [ref() is None for ref in engines[0]] == [True, True, True]  # engine, model, optimizer
+
