@@ -433,3 +433,29 @@ def test_a_routing_backend_check_takes_the_moe_defaults_a_config_leaves_out(monk
     assert str(refused.value) == ("model.moe.backend='triton': backend='triton' cannot run on cpu: tensors are not on "
                                   "CUDA and TRITON_INTERPRET=1 was not set before t2t_kernels.moe was imported; use "
                                   "backend='reference'")
+
+
+def test_training_steps_dropping_many_choices_over_capacity_are_warned_of_once_a_run(tmp_path, tok, capsys):
+    # was: a run whose MoE layers dropped most of their choices over expert capacity said so only in metrics.jsonl
+    # and TensorBoard (moe.dropped); now once, at the first logged step past DROPPED_SHARE_WARNING
+    from t2t_mtl.engine.capacity_overflow import DROPPED_SHARE_WARNING
+
+    moe = {"num_experts": 4, "top_k": 1, "every": 1, "routing": "token", "min_capacity": 1}
+    for factor in (0.25, 4.0):  # (each expert takes a sixteenth of the tokens; every token its expert: none dropped)
+        run_dir = tmp_path / f"factor-{factor}"
+        capsys.readouterr()
+        train(tiny_config(run_dir, tok, tmp_path / "cache", model={"moe": {**moe, "capacity_factor": factor}},
+                          training={"steps": 3}), evaluate_held_in=False)
+        warned = [line for line in capsys.readouterr().out.splitlines() if "over expert capacity" in line]
+        records = step_records(run_dir)
+        over = [step for step, record in sorted(records.items()) if record["moe"]["dropped"] > DROPPED_SHARE_WARNING]
+        if factor == 4.0:
+            assert warned == [] and all(record["moe"]["dropped"] == 0 for record in records.values())
+            continue
+        assert over == [1, 2, 3]  # (3 of 4 choices at least)
+        assert warned == [
+            f"warning: step 1: the MoE layers dropped {records[1]['moe']['dropped']:.1%} of the (token, slot) choices "
+            f"they routed over expert capacity (model.moe.capacity_factor 0.25; warned over 10%, once a run): a "
+            f"dropped choice gives its token no output of that expert; raise capacity_factor, or set "
+            f"model.moe.dropless: true (each logged step's share is its record's moe.dropped, per layer "
+            f"moe.per_layer, TensorBoard moe/dropped)"]

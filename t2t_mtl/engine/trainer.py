@@ -46,6 +46,7 @@ from t2t_mtl.data.streams import shared_cache_dir
 from t2t_mtl.datasets_progress_bars import hidden_datasets_progress_bars
 from t2t_mtl.engine import checkpoint as ckpt_io
 from t2t_mtl.engine import checkpoint_saving, resume_checks, universal_conversion
+from t2t_mtl.engine.capacity_overflow import CapacityOverflowWarning
 from t2t_mtl.engine.host_precision import auto_precision_reason, check_precision, emulated_bf16_warning
 from t2t_mtl.engine.deepspeed_engine import (check_engine_settings, engine_precision, guarded_skip_step,
                                              has_overflow_check, initialize_deepspeed, loads_through_universal,
@@ -596,6 +597,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
             logger.message(f"the run stopped early at step {progress.step} ({counted(best_val.stale, 'validation')} "
                            f"without a new best {t.keep_best} since step {best_val.step}): nothing left to train")
     resumed_at = progress.step
+    overflow = CapacityOverflowWarning(logger.message)
     last_record: Dict[str, Any] = {}
     task_sequence: List[str] = []
     checkpoint_path: Optional[Path] = None
@@ -689,6 +691,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
             extra: Dict[str, Any] = {"epoch": epoch}
             if moe_acc is not None:  # MoE aux loss (in the weighted loss) and routing stats, mean over forwards
                 extra["moe"] = moe_stats_dict(sum_over_ranks(moe_acc), engine.module)
+                overflow.check(step, extra["moe"], engine.module.moe_config)  # (once a run, where it dropped many)
             if entropy_acc is not None:  # per-task mean normalised entropy of this step's training forwards
                 entropy = task_means(sum_over_ranks(entropy_acc), task_names)
                 entropy_acc.zero_()
