@@ -115,3 +115,20 @@ def test_a_resumed_schedule_logs_its_rates_at_the_whole_epochs_the_uninterrupted
         assert not caplog.records
         resumed.set_epoch(2.1)
     assert len(caplog.records) == 1 and "epoch 2.1" in caplog.text
+
+
+def test_the_probabilities_at_an_epoch_follow_the_schedule_and_leave_the_sampler_where_it_is():
+    # kills mutants of MixtureSampler.probabilities_at that its tests let live: the moved copy kept the probabilities
+    # the sampler had computed (so every epoch gave the current ones, and a run that had asked for its rates was never
+    # warned of a schedule it ends before), and a negative epoch taken
+    sampler = build_sampler({"strategy": "annealed", "epochs": 5, "cap": 50_000}, SIZES, seed=3, log=False)
+    start = sampler.probabilities()  # (computed, as a run has by the time it asks)
+    for epoch in (0, 2, 3.5, 1e9):
+        alpha = 1.0 / (1.0 - 0.8 * min(int(epoch), 4) / 4)
+        np.testing.assert_allclose(list(sampler.probabilities_at(epoch).values()), probs_at(alpha, 50_000),
+                                   rtol=1e-12)
+    assert sampler.epoch == 0 and sampler.probabilities() == start  # (a copy was moved)
+    for epoch in (-0.5, float("nan")):
+        with pytest.raises(SamplingError) as refused:
+            sampler.probabilities_at(epoch)
+        assert str(refused.value) == f"epoch must be >= 0, got {epoch}"
