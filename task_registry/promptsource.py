@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import yaml
 
 from .errors import TaskDefinitionError, TemplateSyntaxError, close_matches
+from .lazy_modules import LazyModule
 from .preprocessors import AnyDataset, Preprocessor
 from .sources import HFSource
 from .task import Task
@@ -25,6 +26,8 @@ from .yaml_limits import BoundedComposition
 TEMPLATES_FILENAME = "templates.yaml"
 _TEMPLATE_TAG = "!Template"
 _METADATA_TAG = "!TemplateMetadata"
+
+datasets = LazyModule("datasets")
 
 
 class _TaggedMapping(dict):
@@ -152,23 +155,37 @@ class HyphensToUnderscores(Preprocessor):
     keeps_rows = True
 
     def __call__(self, dataset: AnyDataset) -> AnyDataset:
-        """`dataset` with its columns renamed; two columns that would get one name are a `TaskDefinitionError`."""
-        columns = list(dataset.column_names or ())
-        mapping = {c: c.replace("-", "_") for c in columns if "-" in c}
-        named: dict[str, list[str]] = {}
-        for column in columns:
-            named.setdefault(mapping.get(column, column), []).append(column)
-        for name, sources in named.items():
-            if len(sources) > 1:
-                raise TaskDefinitionError(
-                    f"columns {' and '.join(map(repr, sources))} would both be {name!r} once promptsource's `-` in "
-                    f"column names becomes `_` (its templates read `a-b` as `a_b`; promptsource keeps the last "
-                    f"one's values alone): rename one of them in the data")
+        """`dataset` with its columns renamed; two columns that would get one name are a `TaskDefinitionError`. A stream
+        that names no columns (they are known as its rows are read) has each row's renamed as it is read."""
+        if dataset.column_names is None:
+            return datasets.IterableDataset.from_generator(_underscored_rows, gen_kwargs={"rows": dataset})
+        _check_no_merge(dataset.column_names)
+        mapping = {c: c.replace("-", "_") for c in dataset.column_names if "-" in c}
         return dataset.rename_columns(mapping) if mapping else dataset
 
     def describe(self) -> str:
         """`hyphens_to_underscores()`."""
         return "hyphens_to_underscores()"
+
+
+def _check_no_merge(columns: Iterable[str]) -> None:
+    """A `TaskDefinitionError` naming two of `columns` that `-` → `_` would give one name."""
+    named: dict[str, list[str]] = {}
+    for column in columns:
+        named.setdefault(column.replace("-", "_"), []).append(column)
+    for name, sources in named.items():
+        if len(sources) > 1:
+            raise TaskDefinitionError(
+                f"columns {' and '.join(map(repr, sources))} would both be {name!r} once promptsource's `-` in "
+                f"column names becomes `_` (its templates read `a-b` as `a_b`; promptsource keeps the last "
+                f"one's values alone): rename one of them in the data")
+
+
+def _underscored_rows(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """`rows` with `-` in their field names as `_` (`HyphensToUnderscores` of a stream that names no columns)."""
+    for row in rows:
+        _check_no_merge(row)
+        yield {key.replace("-", "_"): value for key, value in row.items()}
 
 
 def promptsource_task(name: str, templates_root: Union[str, os.PathLike], dataset: str,

@@ -17,7 +17,8 @@ import pytest
 import task_registry
 from task_registry import (AnswerNotInChoicesError, MissingFieldError, TaskDefinitionError, Template,
                            TemplateRenderError)
-from task_registry.promptsource import import_promptsource, load_promptsource_collection, promptsource_task
+from task_registry.promptsource import (HyphensToUnderscores, import_promptsource, load_promptsource_collection,
+                                       promptsource_task)
 
 FIRST_ROWS = 5
 # The shared trec rows follow the current hub schema (`coarse_label` only; README: "no fine labels"), while
@@ -350,3 +351,31 @@ def test_a_yaml_entry_naming_a_collection_root_is_told_to_add_its_dataset_key(tm
         f"{path}:4: promptsource: {promptsource_dir} is a collection of promptsource templates (a templates.yaml per "
         f"dataset or subset): add `dataset:` (and `subset:`) beside `promptsource:` naming the one to import, e.g. "
         f"`dataset: super_glue` and `subset: cb`"]
+
+
+def _old_trec_rows(split: str, num_rows: int, seed: int, path: str, also: str = ""):
+    """The shared trec rows in the hub's old schema, whose `label-coarse` promptsource's templates read as
+    `label_coarse` (and a field `also` holding the label too)."""
+    with open(path, encoding="utf-8") as handle:
+        for line, _ in zip(handle, range(num_rows)):
+            row = json.loads(line)
+            yield {"text": row["text"], "label-coarse": row["coarse_label"], **({also: 0} if also else {})}
+
+
+def test_a_stream_whose_columns_are_unknown_gets_hyphens_as_underscores_too(promptsource_dir, shared_data_dir):
+    # a streamed generator (as a hub dataset streamed from raw files) names no columns before its rows are read: the
+    # renaming, which read the column names, did nothing, and every row failed on `label_coarse` (map-style rendered)
+    path = str(Path(shared_data_dir) / "trec" / "default" / "test.jsonl")
+    templates = [t for t in import_promptsource(promptsource_dir, "trec") if t.name == "trec1"]
+    task = task_registry.Task("old_trec", task_registry.GeneratorSource(_old_trec_rows, num_rows=6,
+                                                                        gen_kwargs={"path": path}),
+                              templates, preprocessors=[HyphensToUnderscores()], splits=("test",))
+    assert task.load_rows("test", streaming=True).column_names is None
+    mapped = task.to_dataset("test").to_list()
+    assert len(mapped) == 6 and mapped[0]["targets"] in mapped[0]["answer_choices"]
+    assert list(task.to_dataset("test", streaming=True)) == mapped
+    merged = task_registry.Task("old_trec_merged", task_registry.GeneratorSource(
+        _old_trec_rows, num_rows=6, gen_kwargs={"path": path, "also": "label_coarse"}), templates,
+        preprocessors=[HyphensToUnderscores()], splits=("test",))
+    with pytest.raises(TaskDefinitionError, match="columns 'label-coarse' and 'label_coarse' would both be"):
+        list(merged.to_dataset("test", streaming=True))
