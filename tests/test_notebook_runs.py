@@ -3,9 +3,12 @@ behind for the next."""
 from __future__ import annotations
 
 import gc
+import random
 import weakref
 
+import numpy as np
 import pytest
+import torch
 
 from t2t_mtl.engine import trainer as trainer_mod
 from t2t_mtl.engine.trainer import train
@@ -43,3 +46,15 @@ def test_a_finished_runs_model_and_optimizer_are_freed_when_train_returns(tmp_pa
     gc.collect()
     assert [ref() is None for ref in engines[0]] == [True, True, True]  # engine, model, optimizer
 
+
+def test_train_leaves_the_callers_random_generators_as_it_found_them(tmp_path, tok, cache):
+    # were left where the run's own seeding (training.seed) and draws took them: a notebook's draws after a `train()`
+    # cell were the run's, not those its own seed gives
+    def seeded_draws() -> tuple:
+        return random.random(), float(np.random.rand()), torch.rand(3).tolist()
+
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    expected = seeded_draws()
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    train(tiny_config(tmp_path / "run", tok, cache, training={"steps": 2, "seed": 3}))
+    assert seeded_draws() == expected

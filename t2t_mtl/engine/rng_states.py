@@ -17,10 +17,15 @@ def rng_state() -> Dict[str, Any]:
     """Python, NumPy and torch RNG states: the CPU's and, where training runs on a GPU (`trains_on_gpu`), the current
     GPU's (the rank's own, which `init_distributed` selects) — not every visible GPU's, which a machine of fewer GPUs
     could not take back, nor a GPU's where the run trains on the CPU (its CUDA context made on cuda:0 for nothing)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = cpu_rng_state()
     if trains_on_gpu():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
+
+
+def cpu_rng_state() -> Dict[str, Any]:
+    """Python's, NumPy's and torch's CPU generator states (what `set_rng_state` puts back of a state without "cuda")."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
 
 def set_rng_state(state: Dict[str, Any]) -> None:
@@ -49,3 +54,19 @@ def rng_kept() -> Iterator[None]:
         yield
     finally:
         set_rng_state(state)
+
+
+@contextlib.contextmanager
+def callers_rng_kept() -> Iterator[None]:
+    """Run the block (a `train` call) with Python's, NumPy's and torch's CPU generators, and every GPU's where CUDA
+    was started before it, put back as they were after it: the run seeds them with its training.seed and draws from
+    them, and its caller (a notebook) draws next what its own seeding gives. (A GPU's generator CUDA had not started
+    is left alone: reading it would start CUDA, on the first GPU, before the run picks its rank's.)"""
+    state = cpu_rng_state()
+    gpus = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+        if gpus is not None:
+            torch.cuda.set_rng_state_all(gpus)

@@ -72,7 +72,7 @@ from t2t_mtl.engine.run_checks import check_run_config
 from t2t_mtl.engine.run_sampling import with_template_sizes
 from t2t_mtl.engine.training_templates import template_digests_of, template_names_of, training_template_selection
 from t2t_mtl.engine.rank_agreement import disagreement
-from t2t_mtl.engine.rng_states import rng_kept
+from t2t_mtl.engine.rng_states import callers_rng_kept, rng_kept
 from t2t_mtl.engine.run_lock import RunLock, take_together
 from t2t_mtl.engine.resumed_model import check_universal_fills, left_unfilled, loads_every_tensor
 from t2t_mtl.engine.run_tokenizer import (check_model_tokenizer, check_resumed_tokenizer, check_run_tokenizer,
@@ -321,7 +321,8 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     run on ranks other than 0 and wherever `training.progress_bar` is off, and left as they were found after it; so
     are torch's intra-op threads, which `training.num_threads` sets for the run only. A warning of a task's rows (a
     filter's dropped rows, an evaluation's truncated inputs) is logged once a run while its words stay the same, though
-    the run reads the rows more than once and evaluates every `evaluation.every` steps (`warned_once`).
+    the run reads the rows more than once and evaluates every `evaluation.every` steps (`warned_once`). The global
+    random generators the run seeds with training.seed are put back as they were found (`callers_rng_kept`).
     """
     from task_registry import restored_data_dir
 
@@ -332,7 +333,7 @@ def train(config: Union[Config, Mapping[str, Any], str, Path, None] = None, *, o
     try:
         hidden = not cfg.training.progress_bar or launched_rank() != 0
         with hidden_datasets_progress_bars(hidden), hidden_transformers_progress_bars(hidden), restored_data_dir(), \
-                warned_once(), contextlib.ExitStack() as closing:
+                warned_once(), callers_rng_kept(), contextlib.ExitStack() as closing:
             return _train(cfg, started, resume, data_dir, evaluate_held_in, lock, closing)
     finally:
         lock.release()
