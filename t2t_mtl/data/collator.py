@@ -5,6 +5,7 @@ import itertools
 import numbers
 from typing import Dict, List, Literal, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from t2t_mtl.data.streams import DataPipelineError
@@ -64,7 +65,19 @@ def pad_rows(rows: Sequence[Sequence[int]], width: int, fill: int) -> Tuple[torc
     from all the rows' ids at once rather than one tensor per row (that took most of a small batch's collation).
     No row may be longer than `width`."""
     lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
+    return laid_out(concatenated(rows, int(lengths.sum())), lengths, width, fill)
+
+
+def concatenated(rows: Sequence[Sequence[int]], total: int) -> torch.Tensor:
+    """The ids of `rows` (`total` of them) one after the other, as a LongTensor read through numpy (torch.tensor of
+    a Python list of ints costs about four times as much)."""
+    return torch.from_numpy(np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=total))
+
+
+def laid_out(values: torch.Tensor, lengths: torch.Tensor, width: int, fill: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(`values` cut into rows of `lengths` (LongTensor), each left-aligned in a [len(lengths), width] LongTensor of
+    `fill`, the bool mask of their positions). No length may exceed `width`."""
     real = torch.arange(width) < lengths.unsqueeze(1)
-    out = torch.full((len(rows), width), fill, dtype=torch.long)
-    out[real] = torch.tensor(list(itertools.chain.from_iterable(rows)), dtype=torch.long)  # row-major: in row order
+    out = torch.full((len(lengths), width), fill, dtype=torch.long)
+    out[real] = values  # row-major: in row order
     return out, real

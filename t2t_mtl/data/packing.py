@@ -18,7 +18,7 @@ from typing import Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
 
-from t2t_mtl.data.collator import LABEL_PAD, pad_rows
+from t2t_mtl.data.collator import LABEL_PAD, concatenated, laid_out
 
 PackItem = Tuple[int, int, int]  # (task id, input length, target length)
 
@@ -133,33 +133,37 @@ def pack_batch(inputs: Sequence[List[int]], labels: Sequence[List[int]], task_id
     (TE⊕ENC task tokens; counted against `input_capacity`). Widths are the longest row rounded up to
     `width_multiple`, at most the capacity. Raises ValueError when the examples need more than `rows` rows.
     """
-    prefixes = prefixes or {}
-    seqs = [list(prefixes.get(int(t), ())) + list(x) for x, t in zip(inputs, task_ids)]
+    prefixes = {int(t): list(p) for t, p in (prefixes or {}).items() if p}
+    seqs = [prefixes[int(t)] + list(x) if int(t) in prefixes else x for x, t in zip(inputs, task_ids)]
     packer = FirstFit(rows, input_capacity, target_capacity)
     for k, (x, y, t) in enumerate(zip(seqs, labels, task_ids)):
         if packer.place((int(t), len(x), len(y))) is None:
             raise ValueError(f"{len(seqs)} examples do not fit {rows} packed rows (example {k} found no room): "
                              "a chunk must come from pack_chunks with the same rows and capacities")
     members = packer.used_rows()
-    in_w = _width(max(sum(len(seqs[k]) for k in m) for m in members), input_capacity, width_multiple)
-    tgt_w = _width(max(sum(len(labels[k]) for k in m) for m in members), target_capacity, width_multiple)
-    ids, real = pad_rows([_joined(seqs, m) for m in members], in_w, pad_id)
-    lab, _ = pad_rows([_joined(labels, m) for m in members], tgt_w, LABEL_PAD)
-    enc_seg, _ = pad_rows([_segment_numbers(seqs, m) for m in members], in_w, 0)
-    dec_seg, _ = pad_rows([_segment_numbers(labels, m) for m in members], tgt_w, 0)
+    order = [k for m in members for k in m]  # the examples in the order the rows lay them out
+    per_row = torch.tensor([len(m) for m in members], dtype=torch.long)
+    ids, real, enc_seg = _packed_rows([seqs[k] for k in order], per_row, input_capacity, width_multiple, pad_id)
+    lab, _, dec_seg = _packed_rows([labels[k] for k in order], per_row, target_capacity, width_multiple, LABEL_PAD)
     return {"input_ids": ids, "attention_mask": real.long(), "labels": lab,
             "encoder_segment_ids": enc_seg, "decoder_segment_ids": dec_seg,
             "task_ids": torch.as_tensor([int(task_ids[m[0]]) for m in members], dtype=torch.long)}
 
 
-def _joined(sequences: Sequence[Sequence[int]], members: Sequence[int]) -> List[int]:
-    """The ids of a packed row: its members' `sequences`, one after the other."""
-    return [token for k in members for token in sequences[k]]
-
-
-def _segment_numbers(sequences: Sequence[Sequence[int]], members: Sequence[int]) -> List[int]:
-    """The segment id (1, 2, ... in placement order) of every position of a packed row's `_joined` ids."""
-    return [segment for segment, k in enumerate(members, start=1) for _ in range(len(sequences[k]))]
+def _packed_rows(sequences: Sequence[Sequence[int]], per_row: torch.Tensor, capacity: int, multiple: int, fill: int
+                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(the packed rows: each row's `sequences` one after the other, then `fill`; the bool mask of their positions;
+    each position's segment id, 1, 2, ... in the row, 0 = padding) of `sequences` in layout order, `per_row` of them
+    to each row, `_width` wide. Built from all the ids at once: no Python step per token."""
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    rows = torch.repeat_interleave(torch.arange(len(per_row)), per_row)  # each sequence's row
+    row_lengths = torch.zeros(len(per_row), dtype=torch.long).index_add_(0, rows, lengths)
+    width = _width(int(row_lengths.max()), capacity, multiple)
+    packed, real = laid_out(concatenated(sequences, int(lengths.sum())), row_lengths, width, fill)
+    first = torch.cumsum(per_row, 0) - per_row  # each row's first sequence
+    numbers = torch.arange(len(sequences)) - first[rows] + 1
+    segments, _ = laid_out(torch.repeat_interleave(numbers, lengths), row_lengths, width, 0)
+    return packed, real, segments
 
 
 def _width(longest: int, capacity: int, multiple: int) -> int:
