@@ -2093,3 +2093,21 @@ def test_a_resume_is_not_refused_for_the_tokenizer_the_pretrained_folder_holds_n
     assert train(cfg, resume="auto", evaluate_held_in=False).step == 4
     with pytest.raises(ConfigError, match=r"is not the tokenizer of model.name_or_path"):  # (a fresh run is refused)
         train({**cfg, "training": {**cfg["training"], "output_dir": str(tmp_path / "fresh")}}, evaluate_held_in=False)
+
+
+def test_a_pretrained_folder_whose_generation_config_is_damaged_is_refused_before_tokenizing(tmp_path, tok):
+    # was: trained, validated and evaluated with the settings its config.json implies, the file's own silently
+    # dropped (from_pretrained reads a generation_config.json that is no JSON as a missing one)
+    from t2t_mtl.model import ModelBuildError, build_model
+
+    dims = {"d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 1, "num_heads": 2}
+    build_model({"dims": dims}, vocab_size=len(load_tokenizer(tok))).save_pretrained(tmp_path / "model")
+    path = tmp_path / "model" / "generation_config.json"
+    path.write_text(path.read_text()[:-3])  # (cut short)
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 1},
+                      model={"name_or_path": str(tmp_path / "model"), "dims": None})
+    with pytest.raises(ModelBuildError, match=f"^model.name_or_path '{tmp_path / 'model'}' could not be loaded: "
+                                              f"{path} cannot be read as a generation config .*: correct it, or "
+                                              f"remove it to generate with the settings its config.json implies$"):
+        train(cfg)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())

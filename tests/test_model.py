@@ -175,3 +175,20 @@ def test_a_folder_whose_config_names_no_model_type_builds_as_from_pretrained_loa
     x = torch.tensor([[5, 6, 1]])
     with torch.no_grad():
         assert torch.equal(loaded(input_ids=x, labels=x).logits, reference(input_ids=x, labels=x).logits)
+
+
+@pytest.mark.parametrize("weights", [True, False])
+def test_a_folder_whose_generation_config_is_damaged_is_refused_naming_it(tmp_path, weights):
+    # was: from_pretrained (and the weightless build of a run's model, as it) read a generation_config.json that is
+    # no JSON as if the folder had none, without a word: a fine-tune, and its validation, eval and predict, decoded
+    # with the settings config.json implies, the file's own (a hand-edited trailing comma) silently dropped
+    from t2t_mtl.model.moe import load_t5_or_moe
+
+    build_model({"dims": DIMS}, vocab_size=120).save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "generation_config.json"
+    path.write_text(path.read_text().replace('"eos_token_id": 1,', '"eos_token_id": 1,,'))
+    message = f"^model.name_or_path '{tmp_path / 'm'}' could not be loaded: {path} cannot be read as a generation "
+    with pytest.raises(ModelBuildError, match=message):
+        build_model({"name_or_path": str(tmp_path / "m")}, weights=weights)
+    with pytest.raises(ModelBuildError, match=f"^{path} cannot be read as a generation config"):
+        load_t5_or_moe(str(tmp_path / "m"), weights=weights)

@@ -410,14 +410,16 @@ def load_t5_or_moe(path: str, saved: Optional[Dict[str, Any]] = None, weights: b
     dict already read from `path` (None: read it); `kwargs` go to `from_pretrained`. `weights=False`: the same model
     built from the config alone, freshly initialised, `kwargs` unused (under `torch.device("meta")`: its parameter
     names and shapes, no weight read or allocated; an LM head of its own where `saves_own_head` says the model has
-    one, and the generation config, as `from_pretrained` builds and reads them)."""
+    one, and the generation config, as `from_pretrained` builds and reads them). Either way a generation_config.json
+    that cannot be read is a ModelBuildError naming it (`pretrained_generation_config`)."""
     saved = saved if saved is not None else saved_config_dict(path)  # (read once: the config, then the head)
     config = pretrained_t5_config(path, saved)
+    generation = pretrained_generation_config(path)
     cls = TaskAwareT5 if getattr(config, "moe", None) else T5ForConditionalGeneration
     if weights:
-        return cls.from_pretrained(path, config=config, **kwargs)
+        return cls.from_pretrained(path, config=config, generation_config=generation, **kwargs)
     model = cls(config)
     if saves_own_head(path, saved):
         untie_head(model)
-    model.generation_config = pretrained_generation_config(path)
+    model.generation_config = generation
     return model

@@ -24,6 +24,8 @@ class ModelBuildError(ValueError):
 
 #: the name of a T5's LM head weight in its state dict, and the weights file `save_pretrained` writes (one shard)
 HEAD_WEIGHT, SAFE_WEIGHTS_NAME = "lm_head.weight", "model.safetensors"
+#: the file of a model folder holding its generation settings
+GENERATION_CONFIG_NAME = "generation_config.json"
 
 
 #: T5's special ids, which a model built from dims has unless it is given its tokenizer's (`special_ids_of`)
@@ -197,17 +199,24 @@ def pretrained_t5_config(name_or_path: str, saved: Optional[Dict[str, Any]] = No
 
 def pretrained_generation_config(name_or_path: str) -> GenerationConfig:
     """The generation config `from_pretrained` gives the model of `name_or_path`: its generation_config.json, else
-    the one its config.json implies."""
+    the one its config.json implies. ModelBuildError naming the generation_config.json where the folder (or, for a
+    hub name, the hub cache) holds one that cannot be read, e.g. no JSON: `from_pretrained` takes such a file for a
+    missing one without a word, and the model would decode with other settings than the file's."""
     try:
         return GenerationConfig.from_pretrained(name_or_path)
-    except OSError:
+    except OSError as err:
+        saved = _model_file(name_or_path, GENERATION_CONFIG_NAME)
+        if saved is not None:
+            raise ModelBuildError(f"{saved} cannot be read as a generation config ({one_line(err)}): correct it, or "
+                                  f"remove it to generate with the settings its config.json implies") from None
         return GenerationConfig.from_pretrained(name_or_path, config_file_name="config.json", _from_model_config=True)
 
 
 def check_t5_checkpoint(name_or_path: str) -> Dict[str, Any]:
     """The saved config dict of `name_or_path` (read once); ModelBuildError when it cannot be read or is not a T5's
     (its `model_type` is not one of `T5_MODEL_TYPES`): another architecture would load as a T5 with every weight
-    freshly initialised, or fail deep in transformers."""
+    freshly initialised, or fail deep in transformers; for a local folder, also when its generation_config.json
+    cannot be read (`pretrained_generation_config`)."""
     use_hub_for(name_or_path)  # (a hub that cannot be reached: offline mode, so a name not cached fails at once)
     try:
         config, _ = T5Config.get_config_dict(name_or_path)
@@ -215,6 +224,11 @@ def check_t5_checkpoint(name_or_path: str) -> Dict[str, Any]:
         raise ModelBuildError(f"model.name_or_path {name_or_path!r} could not be loaded: {one_line(err)}") from None
     check_t5_model_type(config, f"model.name_or_path {name_or_path!r}",
                         ": use a T5 checkpoint (e.g. google/flan-t5-base) or build one from model.dims")
+    if Path(name_or_path).exists():  # (a local folder's, before any tokenizing; a hub model's: where it is built)
+        try:
+            pretrained_generation_config(name_or_path)
+        except ModelBuildError as err:
+            raise ModelBuildError(f"model.name_or_path {name_or_path!r} could not be loaded: {err}") from None
     return config
 
 
