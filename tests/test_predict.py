@@ -923,3 +923,21 @@ def test_the_limit_a_task_tokens_input_needs_is_given_without_its_task_token(tmp
         f"1 of 1 inputs are longer than max_input_length={needed - 1} tokens and are answered on the part that fits "
         f"(the model sees only their beginning); to answer them whole, raise it to {needed} tokens (t2t-mtl predict "
         f"--max-input-length {needed})"]
+
+
+def test_an_input_of_the_default_task_is_cut_from_that_tasks_side(dense_dir, caplog):
+    # kills a mutant of predict that its tests let live (each input's side taken from its own task alone): inputs
+    # given no task of their own, answered for a default task whose evaluation keeps an over-long input's end
+    # (a BIG-bench task's, `predict --task`), were cut at their end, keeping their beginning
+    from task_registry.eval_protocol import EvalProtocol
+
+    model, tokenizer, _ = load_checkpoint(dense_dir)
+    limit = min(len(tokenizer(text).input_ids) for text in INPUTS) - 1
+    protocols = {"ends": EvalProtocol(truncation_side="left")}
+    named = predict(model, tokenizer, [PredictRequest(text, list(CHOICES), task="ends") for text in INPUTS],
+                    max_input_length=limit, pick_protocols=protocols)
+    with caplog.at_level("WARNING", logger="t2t_mtl.evaluation.predict"):
+        defaulted = predict(model, tokenizer, [PredictRequest(text, list(CHOICES)) for text in INPUTS],
+                            max_input_length=limit, pick_protocols=protocols, default_task="ends")
+    assert [p.scores for p in defaulted] == [p.scores for p in named]
+    assert "(the model sees only their end)" in caplog.records[-1].getMessage()
