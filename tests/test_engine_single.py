@@ -2111,3 +2111,15 @@ def test_a_pretrained_folder_whose_generation_config_is_damaged_is_refused_befor
                                               f"remove it to generate with the settings its config.json implies$"):
         train(cfg)
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_a_packed_runs_sampling_schedule_is_not_warned_of_from_a_guess_of_its_examples(tmp_path, tok, cache, capsys):
+    # kills a mutant of train that its tests let live (the schedule and curriculum warnings given under packing too):
+    # a packed micro-batch holds as many examples as fit, so the epoch of the last step is not known ahead; counted
+    # as micro_batch_size examples a step, this run was warned that it ends before a change it may well reach
+    tasks_dir = write_yaml_task(write_yaml_task(tmp_path / "tasks", "small", rows=8), "large", rows=24)
+    cfg = tiny_config(tmp_path / "run", tok, cache, data={"tasks": ["small", "large"], "tasks_dir": str(tasks_dir),
+                                                          "batching": "pack", "bucket_batches": 2},
+                      sampling={"strategy": "annealed", "epochs": 3}, training={"steps": 3})
+    train(cfg, evaluate_held_in=False)
+    assert [line for line in capsys.readouterr().out.splitlines() if "schedule" in line] == []
