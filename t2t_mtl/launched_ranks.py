@@ -3,6 +3,10 @@ without torch or a process group, so a command that loads no model (`tasks valid
 from __future__ import annotations
 
 import os
+from typing import Optional
+
+#: the variables torchrun and the `deepspeed` launcher set for each rank (srun's are mapped to them)
+RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 
 def started_by_srun() -> bool:
@@ -18,7 +22,7 @@ def launched_world_size() -> int:
     read without joining or changing the environment."""
     env = os.environ
     if "WORLD_SIZE" in env:
-        return int(env["WORLD_SIZE"])
+        return _whole_number("WORLD_SIZE")
     return int(env["SLURM_NTASKS"]) if started_by_srun() else 1
 
 
@@ -27,5 +31,58 @@ def launched_rank() -> int:
     without joining or changing the environment."""
     env = os.environ
     if "RANK" in env:
-        return int(env["RANK"])
+        return _whole_number("RANK")
     return int(env["SLURM_PROCID"]) if started_by_srun() else 0
+
+
+def launch_variables_problem() -> Optional[str]:
+    """What makes the launcher's variables unusable, naming the variable and what to set; None where they are usable
+    (none set: one process; srun's own). RANK and WORLD_SIZE come together, as torchrun and the `deepspeed` launcher
+    set them (without WORLD_SIZE DeepSpeed looks for MPI instead, and a WORLD_SIZE of several ranks without RANK would
+    train one process alone), whole numbers with 0 <= RANK < WORLD_SIZE; LOCAL_RANK a whole number."""
+    env = os.environ
+    if started_by_srun():
+        return None
+    for name in RANK_VARIABLES:
+        if name in env and not _is_whole_number(env[name]):
+            return _not_a_whole_number(name)
+    if "RANK" in env and "WORLD_SIZE" not in env:
+        return (f"environment variable RANK is set ({env['RANK']}) but WORLD_SIZE is not: set WORLD_SIZE to the "
+                f"number of ranks of the job (torchrun and the deepspeed launcher set both), or unset RANK to train "
+                f"one process")
+    if "WORLD_SIZE" in env and "RANK" not in env and int(env["WORLD_SIZE"]) != 1:
+        return (f"environment variable WORLD_SIZE is set ({env['WORLD_SIZE']}) but RANK is not: set RANK to this "
+                f"process's rank, 0 to {int(env['WORLD_SIZE']) - 1} (torchrun and the deepspeed launcher set both), "
+                f"or unset WORLD_SIZE to train one process")
+    if "RANK" in env and not int(env["RANK"]) < int(env["WORLD_SIZE"]):
+        return (f"environment variable RANK is {int(env['RANK'])}, but WORLD_SIZE is {int(env['WORLD_SIZE'])}: the "
+                f"ranks of a job are 0 to WORLD_SIZE - 1 (WORLD_SIZE counts every rank of every node)")
+    return None
+
+
+def check_launch_variables() -> None:
+    """Refuse the launcher's variables where `launch_variables_problem` finds them unusable: a ConfigError naming the
+    variable."""
+    problem = launch_variables_problem()
+    if problem is not None:
+        from t2t_mtl.config_errors import ConfigError
+
+        raise ConfigError(problem)
+
+
+def _whole_number(name: str) -> int:
+    """The environment variable `name` (set) as an int; a ConfigError naming it where it is no whole number."""
+    if not _is_whole_number(os.environ[name]):
+        from t2t_mtl.config_errors import ConfigError
+
+        raise ConfigError(_not_a_whole_number(name))
+    return int(os.environ[name])
+
+
+def _is_whole_number(text: str) -> bool:
+    return text.strip().isdecimal()  # (isdigit takes ², which int() refuses)
+
+
+def _not_a_whole_number(name: str) -> str:
+    return (f"environment variable {name} must be a whole number (as torchrun and the deepspeed launcher set it), "
+            f"got {os.environ[name]!r}")

@@ -466,3 +466,55 @@ def test_a_local_rank_without_a_gpu_of_its_own_is_refused_naming_what_to_change(
     with pytest.raises(Placed) as placed:
         distributed.init_distributed()
     assert placed.value.args == (0,)
+
+
+@pytest.mark.parametrize("given, expected", [
+    ({"RANK": "0"}, "environment variable RANK is set (0) but WORLD_SIZE is not: set WORLD_SIZE to the number of ranks "
+                    "of the job (torchrun and the deepspeed launcher set both), or unset RANK to train one process"),
+    ({"WORLD_SIZE": "2"}, "environment variable WORLD_SIZE is set (2) but RANK is not: set RANK to this process's "
+                          "rank, 0 to 1 (torchrun and the deepspeed launcher set both), or unset WORLD_SIZE to train "
+                          "one process"),
+    ({"RANK": "2", "WORLD_SIZE": "2"}, "environment variable RANK is 2, but WORLD_SIZE is 2: the ranks of a job are 0 "
+                                      "to WORLD_SIZE - 1 (WORLD_SIZE counts every rank of every node)"),
+    ({"RANK": "", "WORLD_SIZE": "2"}, "environment variable RANK must be a whole number (as torchrun and the "
+                                      "deepspeed launcher set it), got ''"),
+    ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "one"},
+     "environment variable LOCAL_RANK must be a whole number (as torchrun and the deepspeed launcher set it), "
+     "got 'one'"),
+])
+def test_launcher_variables_a_rank_cannot_take_its_place_by_are_refused_naming_the_variable(monkeypatch, given,
+                                                                                            expected):
+    # was: RANK without WORLD_SIZE sent DeepSpeed looking for MPI ("cannot import mpi4py ... install mpi4py there"),
+    # WORLD_SIZE=2 without RANK trained one process alone (WORLD_SIZE replaced by 1), RANK >= WORLD_SIZE waited in the
+    # rendezvous, and a RANK or LOCAL_RANK that is no number was a ValueError traceback
+    from t2t_mtl.config_errors import ConfigError
+    from t2t_mtl.engine import distributed
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT", "SLURM_STEP_ID"):
+        monkeypatch.setenv(key, "")  # (set, then deleted: the undo also removes what fill_env_from_launcher writes)
+        monkeypatch.delenv(key)
+    for key, value in given.items():
+        monkeypatch.setenv(key, value)
+    before = dict(os.environ)
+    with pytest.raises(ConfigError) as refused:
+        distributed.fill_env_from_launcher()
+    assert str(refused.value) == expected and dict(os.environ) == before
+    joined = []  # (a rank that cannot take its place tells no other rank that it stopped: it cannot join them)
+    monkeypatch.setattr(distributed, "init_distributed", lambda *args: joined.append(args))
+    distributed.report_failed_start()
+    assert joined == []
+
+
+def test_a_train_started_with_rank_but_without_world_size_says_so_in_one_line(monkeypatch, tmp_path, capsys):
+    # was: "error: t2t-mtl cannot import mpi4py (No module named 'mpi4py') in the Python it was started with, ...:
+    # ... or install mpi4py there": DeepSpeed, missing WORLD_SIZE, looked for MPI to find the ranks
+    from t2t_mtl.cli import main
+
+    for key in ("WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT", "SLURM_STEP_ID"):
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("RANK", "0")
+    assert main(["train", "--set", f"training.output_dir={tmp_path / 'run'}"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: environment variable RANK is set (0) but WORLD_SIZE is not: set WORLD_SIZE to the number of ranks of "
+        "the job (torchrun and the deepspeed launcher set both), or unset RANK to train one process")

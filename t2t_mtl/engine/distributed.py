@@ -24,7 +24,8 @@ from typing import Callable, Iterator, List, Optional, Sequence, Type
 import torch
 
 from t2t_mtl.engine import rank_phases
-from t2t_mtl.launched_ranks import launched_world_size, started_by_srun
+from t2t_mtl.launched_ranks import (check_launch_variables, launch_variables_problem, launched_world_size,
+                                    started_by_srun)
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,9 @@ def _slurm_job_port(job_id: str) -> str:
 
 
 def fill_env_from_launcher() -> None:
-    """Derive the torch.distributed variables from SLURM or a bare process when they are missing."""
+    """Derive the torch.distributed variables from SLURM or a bare process when they are missing; a ConfigError naming
+    the variable where the launcher's are unusable (`check_launch_variables`: RANK without WORLD_SIZE, say)."""
+    check_launch_variables()
     env = os.environ
     if started_by_srun():
         env["RANK"] = env["SLURM_PROCID"]
@@ -396,7 +399,7 @@ def report_failed_start(join: Callable[[], DistEnv] = init_distributed) -> None:
     one process."""
     import torch.distributed as dist
 
-    if launched_world_size() <= 1:
+    if launch_variables_problem() is not None or launched_world_size() <= 1:  # (a rank without a place joins nothing)
         return
     if not dist.is_initialized():
         try:
