@@ -518,3 +518,44 @@ def test_a_train_started_with_rank_but_without_world_size_says_so_in_one_line(mo
     assert capsys.readouterr().err.splitlines()[-1] == (
         "error: environment variable RANK is set (0) but WORLD_SIZE is not: set WORLD_SIZE to the number of ranks of "
         "the job (torchrun and the deepspeed launcher set both), or unset RANK to train one process")
+
+
+@pytest.mark.parametrize("removed_after", [None, 0.3])
+def test_a_cpu_start_waiting_for_a_build_lock_that_stays_says_which_file_to_remove(monkeypatch, tmp_path, capsys,
+                                                                                   removed_after):
+    # was: a process killed while torch held DeepSpeed's shared-memory op's build lock (a job cancelled during its first
+    # start's build, a rank its launcher stopped while it loaded the op) left the file, and every later CPU start on the
+    # machine waited for it forever without a word; a lock that goes within the grace (a load by another rank) is quiet
+    import sys
+    import threading
+
+    import deepspeed
+    import torch.distributed as dist
+    from t2t_mtl.engine import distributed
+
+    class Joined(Exception):
+        pass
+
+    def join(**kwargs):
+        print("joining", file=sys.stderr)
+        raise Joined
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)  # (restored after: init_distributed fills them)
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(deepspeed, "init_distributed", join)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed, "BUILD_LOCK_GRACE_S", 1.0, raising=False)  # (shortened from 5 s)
+    folder = tmp_path / "deepspeed_shm_comm"
+    folder.mkdir()
+    (folder / "deepspeed_shm_comm.so").write_bytes(b"")  # built: a start only loads it
+    (folder / "lock").write_bytes(b"")
+    if removed_after is not None:
+        threading.Timer(removed_after, (folder / "lock").unlink).start()
+    with pytest.raises(Joined):
+        distributed.init_distributed()
+    waited = (f"waiting for {folder / 'lock'} to go before loading DeepSpeed's shared-memory op: another process is "
+              f"building or loading the op there now, or one stopped while it did left the file, and then this start "
+              f"waits forever: remove the file if no process on this machine is building the op\n")
+    assert capsys.readouterr().err == (waited if removed_after is None else "") + "joining\n"

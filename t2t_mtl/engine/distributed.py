@@ -17,6 +17,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence, Type
@@ -146,6 +147,12 @@ def init_distributed(num_threads: int | None = None) -> DistEnv:
         if unbuilt is not None and local_rank == 0:
             print(f"building DeepSpeed's shared-memory op for the CPU into {unbuilt} (only on a first start: later "
                   f"runs load it; minutes on a small CPU)", file=sys.stderr, flush=True)
+        lock = None if cuda or local_rank != 0 else held_build_lock()
+        if lock is not None:
+            print(f"waiting for {lock} to go before loading DeepSpeed's shared-memory op: another process is building "
+                  f"or loading the op there now, or one stopped while it did left the file, and then this start waits "
+                  f"forever: remove the file if no process on this machine is building the op", file=sys.stderr,
+                  flush=True)
         printed = io.StringIO()
         try:  # (DeepSpeed prints on stdout that it loaded its shared-memory op, on every CPU start)
             with contextlib.redirect_stdout(printed):
@@ -186,6 +193,13 @@ def unbuilt_shm_op() -> Optional[str]:
     """The folder `deepspeed.init_distributed` on the CPU builds DeepSpeed's shared-memory op into (a C++ compile, with
     nothing shown, of minutes on a small CPU), where it holds no built library yet; None where the op is loaded from
     there, was installed prebuilt, or is not used (DeepSpeed finds it incompatible)."""
+    folder = shm_op_folder()
+    return None if folder is None or (folder / f"{folder.name}.so").is_file() else str(folder)
+
+
+def shm_op_folder() -> Optional[Path]:
+    """The folder torch builds and loads DeepSpeed's shared-memory op for the CPU in (TORCH_EXTENSIONS_DIR's
+    `deepspeed_shm_comm`); None where the op is installed prebuilt or not used (DeepSpeed finds it incompatible)."""
     import deepspeed
     from deepspeed.accelerator import get_accelerator
     from deepspeed.git_version_info import installed_ops
@@ -196,8 +210,30 @@ def unbuilt_shm_op() -> Optional[str]:
         return None
     if installed_ops.get(builder.NAME, False):
         return None
-    folder = Path(_get_build_directory(builder.NAME, verbose=False))
-    return None if (folder / f"{builder.NAME}.so").is_file() else str(folder)
+    return Path(_get_build_directory(builder.NAME, verbose=False))
+
+
+#: how long a start waits for the shared-memory op's build lock to go before it says that it waits for it (a load of the
+#: built op holds it under a second)
+BUILD_LOCK_GRACE_S = 5.0
+
+
+def held_build_lock() -> Optional[Path]:
+    """The `lock` file in `shm_op_folder()` where it is still there after `BUILD_LOCK_GRACE_S` seconds; else None.
+    Torch holds it while a process builds or loads the op (a load checks the build, under a second) and every other
+    process waits for it to go, without a word and without end: a process killed meanwhile (a rank its launcher
+    stopped, a job cancelled during its first start's build) leaves it, and every later CPU start on the machine
+    waited forever."""
+    folder = shm_op_folder()
+    if folder is None:
+        return None
+    lock = folder / "lock"
+    deadline = time.monotonic() + BUILD_LOCK_GRACE_S
+    while lock.exists():
+        if time.monotonic() >= deadline:
+            return lock
+        time.sleep(0.1)
+    return None
 
 
 def report_deepspeed_output(text: str) -> None:
