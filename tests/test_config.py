@@ -1721,3 +1721,17 @@ def test_a_launch_environment_refused_on_a_resume_is_not_told_as_a_refused_value
         "(cuda:LOCAL_RANK), so start at most one rank per GPU of the node (torchrun --nproc_per_node, deepspeed "
         "--num_gpus), each seeing every GPU of the node (under SLURM --gpus-per-node, not --gpus-per-task, which "
         "shows a task its own GPU only), or set DS_ACCELERATOR=cpu to train on the CPU\n")
+
+
+def test_one_override_string_from_python_is_refused_with_the_list_to_write():
+    # was read letter by letter: "--set 't': expected KEY=VALUE with a dotted key", naming a letter of it
+    from t2t_mtl.engine.trainer import train
+
+    expected = ("overrides must be a list of KEY=VALUE strings (as --set takes them), got the string "
+                "'training.steps=3': write ['training.steps=3']")
+    with pytest.raises(C.ConfigError) as load_error:
+        C.load_config("quickstart", "training.steps=3")
+    with pytest.raises(C.ConfigError) as train_error:
+        train("quickstart", overrides="training.steps=3")
+    assert str(load_error.value) == str(train_error.value) == expected
+    assert C.load_config("quickstart", ["training.steps=3"]).training.steps == 3
