@@ -220,3 +220,18 @@ def test_warned_once_logs_a_warning_again_when_its_words_differ(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         "the MoE layers dropped 3", "the MoE layers dropped 5", "an info line", "an info line",
         "the MoE layers dropped 3"]
+
+
+@pytest.mark.parametrize("evaluation, what_to_do", [
+    ({"held_out": True}, "list evaluation.tasks"),
+    ({"held_out": True, "tasks": ["compare_numbers"]},
+     "set evaluation.held_out: false to score evaluation.tasks alone")])
+def test_held_out_evaluation_without_held_out_clusters_is_refused_saying_what_to_change(evaluation, what_to_do):
+    # was "... or list evaluation.tasks" where they were listed: a config on the quickstart (held_out: true) that
+    # names its own tasks to score and holds out no cluster
+    cfg = config_from_dict({"model": {"dims": {"d_model": 8}}, "data": {"tasks": ["parity"], "held_out_clusters": []},
+                            "evaluation": evaluation})
+    with pytest.raises(ConfigError) as error:
+        evaluation_plan(cfg)
+    assert str(error.value) == ("evaluation.held_out is true but data.held_out_clusters is empty: name the clusters to "
+                                f"hold out, or {what_to_do}")

@@ -325,8 +325,11 @@ def evaluation_plan(cfg: Config) -> Tuple[List[str], Any]:
         raise ConfigError(f"evaluation.tasks names {', '.join(repeated)} more than once; each task is evaluated once")
     if held_out:
         if not cfg.data.held_out_clusters:
-            raise ConfigError("evaluation.held_out is true but data.held_out_clusters is empty: name the clusters "
-                              "to hold out, or list evaluation.tasks")
+            instead = ("set evaluation.held_out: false to score evaluation.tasks alone" if tasks else
+                       "set evaluation.held_out: false to score evaluation.bigbench's tasks alone" if bigbench else
+                       "list evaluation.tasks")
+            raise ConfigError(f"evaluation.held_out is true but data.held_out_clusters is empty: name the clusters "
+                              f"to hold out, or {instead}")
         refuse_unknown_held_out_clusters(cfg.data.held_out_clusters)
         for cluster in cfg.data.held_out_clusters:
             names.extend(n for n in task_registry.list_tasks(cluster=cluster) if n not in names)
