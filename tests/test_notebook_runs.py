@@ -58,3 +58,14 @@ def test_train_leaves_the_callers_random_generators_as_it_found_them(tmp_path, t
     random.seed(7), np.random.seed(7), torch.manual_seed(7)
     train(tiny_config(tmp_path / "run", tok, cache, training={"steps": 2, "seed": 3}))
     assert seeded_draws() == expected
+
+
+@pytest.mark.parametrize("config, named", [(3, "3 (int)"), (["quickstart"], "['quickstart'] (list)")])
+def test_a_config_of_another_type_is_refused_saying_what_train_takes(config, named):
+    # was a TypeError from inside pathlib: "expected str, bytes or os.PathLike object, not int"
+    from t2t_mtl.config import ConfigTypeError
+
+    with pytest.raises(ConfigTypeError) as error:
+        train(config)
+    assert str(error.value) == (f"train() takes a Config, a dict (a YAML file's keys), a YAML file's path or a "
+                                f"packaged config's name (quickstart), got {named}")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from t2t_mtl.config import Config, ConfigError, check_paths, config_from_dict, load_config
+from t2t_mtl.config import Config, ConfigError, ConfigTypeError, check_paths, config_from_dict, load_config
 from t2t_mtl.config_errors import RankStoppedError
 from t2t_mtl.data import BatchBuilder, Seq2SeqCollator, build_task_streams, count_tokens
 from t2t_mtl.data.few_shot import FewShotMix
@@ -150,6 +151,9 @@ def as_config(config: Union[Config, Mapping[str, Any], str, Path, None], overrid
     name, or None (quickstart)."""
     if isinstance(config, (Config, Mapping)):
         return load_config(None, overrides, extra=config) if overrides else config_from_dict(config)
+    if not isinstance(config, (str, os.PathLike, type(None))):
+        raise ConfigTypeError(f"train() takes a Config, a dict (a YAML file's keys), a YAML file's path or a packaged "
+                              f"config's name (quickstart), got {config!r} ({type(config).__name__})")
     return load_config("quickstart" if config is None else config, overrides)
 
 
