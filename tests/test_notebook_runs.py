@@ -21,13 +21,8 @@ def tok(tmp_path_factory):
     return train_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
 @pytest.mark.parametrize("stage", [1, 2])
-def test_a_finished_runs_model_and_optimizer_are_freed_when_train_returns(tmp_path, tok, cache, monkeypatch, stage):
+def test_a_finished_runs_model_and_optimizer_are_freed_when_train_returns(tmp_path, tok, monkeypatch, stage):
     # were kept for the rest of the process: DeepSpeed's ZeRO-1/2 optimizer hooks every parameter's gradient
     # accumulation with a closure over itself, held by torch's C++ side where Python's garbage collector cannot see
     # it, so each run of a notebook added its model, gradients and optimizer state to the memory (a GPU's) in use
@@ -40,14 +35,14 @@ def test_a_finished_runs_model_and_optimizer_are_freed_when_train_returns(tmp_pa
 
     initialize_deepspeed = trainer_mod.initialize_deepspeed
     monkeypatch.setattr(trainer_mod, "initialize_deepspeed", initialize)
-    result = train(tiny_config(tmp_path / "run", tok, cache, deepspeed={"zero_stage": stage},
+    result = train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", deepspeed={"zero_stage": stage},
                                training={"steps": 2}))
     assert result.step == 2 and len(engines) == 1
     gc.collect()
     assert [ref() is None for ref in engines[0]] == [True, True, True]  # engine, model, optimizer
 
 
-def test_train_leaves_the_callers_random_generators_as_it_found_them(tmp_path, tok, cache):
+def test_train_leaves_the_callers_random_generators_as_it_found_them(tmp_path, tok):
     # were left where the run's own seeding (training.seed) and draws took them: a notebook's draws after a `train()`
     # cell were the run's, not those its own seed gives
     def seeded_draws() -> tuple:
@@ -56,7 +51,7 @@ def test_train_leaves_the_callers_random_generators_as_it_found_them(tmp_path, t
     random.seed(7), np.random.seed(7), torch.manual_seed(7)
     expected = seeded_draws()
     random.seed(7), np.random.seed(7), torch.manual_seed(7)
-    train(tiny_config(tmp_path / "run", tok, cache, training={"steps": 2, "seed": 3}))
+    train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 2, "seed": 3}))
     assert seeded_draws() == expected
 
 
