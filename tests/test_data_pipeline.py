@@ -650,3 +650,37 @@ def test_a_cache_of_the_earlier_format_with_attention_masks_is_never_read_as_thi
                                           for x in rendered["inputs"]]
     assert again.dataset.cache_files[0]["filename"] == str(file)
     assert "attention_mask" not in datasets.Dataset.from_file(str(file)).column_names
+
+
+def _rows_of_dropped_characters(split, num_rows, seed):
+    return [{"x": "what is this?", "y": "\u200b"}, {"x": "\u200b\ufeff", "y": "text"}, {"x": "plain", "y": "\u200c"},
+            {"x": "fine", "y": "yes"}]
+
+
+def test_text_the_tokenizer_writes_as_no_token_at_all_is_warned_about_by_task_and_count(t5_tokenizer_dir, caplog):
+    # was: a target or input of characters T5's normalisation drops (zero-width space, BOM, zero-width non-joiner) is
+    # not empty to the renderer, so it was kept, and tokenized to the EOS alone: the model learned to answer nothing
+    # for it, without a word (text it has no token for is warned about as <unk>)
+    import sentencepiece as spm
+
+    from t2t_mtl.tokenizer import load_tokenizer
+    from task_registry import GeneratorSource, Task, Template
+
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    reference = spm.SentencePieceProcessor(model_file=str(t5_tokenizer_dir / "spiece.model"))
+    rows = _rows_of_dropped_characters("train", 4, 0)
+    assert [reference.encode(row["y"]) for row in rows] == [[], reference.encode("text"), [], reference.encode("yes")]
+    task = Task("invisible_rows", GeneratorSource(_rows_of_dropped_characters, num_rows=4),
+                [Template("xy", "{{x}} ||| {{y}}")])
+    stream = tokenize_task(task, tokenizer, split="train", max_input_length=32, max_target_length=8, cache_dir=None)
+    assert len(stream) == 4 and [len(ids) == 1 for ids in stream.dataset["labels"]] == [True, False, True, False]
+    assert stream.dataset["input_ids"][1] == [tokenizer.eos_token_id]
+    assert ("task invisible_rows/train: 1 of 4 inputs and 2 targets are text the tokenizer writes as no token at all "
+            "(characters its normalisation drops, such as zero-width spaces), so they train as the EOS alone: the "
+            "model never sees such an input, and learns to answer nothing where a target is one; `t2t-mtl tasks "
+            "preview invisible_rows --tokenizer RUN/tokenizer` shows their lengths in tokens (1: the EOS alone). "
+            "Rewrite the characters (the template, or a `map` preprocessor)") in caplog.text
+    caplog.clear()
+    cut = Task("cut_rows", GeneratorSource(_rows_with_special_text, num_rows=3), [Template("xy", "{{x}} ||| {{y}}")])
+    tokenize_task(cut, tokenizer, split="train", max_input_length=32, max_target_length=1, cache_dir=None)
+    assert "truncated" in caplog.text and "no token at all" not in caplog.text  # (cut to the EOS: the limit's doing)

@@ -136,6 +136,28 @@ def warn_unknown_tokens(tokenized: Any, tokenizer: Any, task: str, split: str) -
                        tokenizer.unk_token, task)
 
 
+def warn_tokenless_rows(tokenized: Any, task: str, split: str) -> None:
+    """Log how many of a tokenized task's examples have inputs and targets whose text, not empty, the tokenizer
+    writes as no token (characters its normalisation drops: zero-width spaces, a BOM), so they train as the EOS
+    alone; nothing when none does. A row cut to its EOS by a length limit is the truncation warning's."""
+    import pyarrow.compute as pc
+
+    arrow = tokenized.with_format("arrow")
+
+    def tokenless(column: str, flags: str) -> int:
+        alone = pc.and_(pc.equal(pc.list_value_length(arrow[column]), 1), pc.invert(arrow[flags]))
+        return int(pc.sum(alone).as_py() or 0)
+
+    inputs, targets = tokenless("input_ids", "inputs_truncated"), tokenless("labels", "targets_truncated")
+    if inputs or targets:
+        logger.warning("task %s/%s: %d of %d inputs and %d targets are text the tokenizer writes as no token at all "
+                       "(characters its normalisation drops, such as zero-width spaces), so they train as the EOS "
+                       "alone: the model never sees such an input, and learns to answer nothing where a target is "
+                       "one; `t2t-mtl tasks preview %s --tokenizer RUN/tokenizer` shows their lengths in tokens "
+                       "(1: the EOS alone). Rewrite the characters (the template, or a `map` preprocessor)", task,
+                       split, inputs, len(tokenized), targets, task)
+
+
 def special_token_texts(dataset: Any, tokenizer: Any) -> Dict[str, int]:
     """{literal text of the tokenizer's EOS / pad / unk token: number of rendered rows of `dataset` whose inputs or
     targets hold it} (only those found). The tokenizer reads such text as the special token itself (an EOS in a
@@ -241,6 +263,7 @@ def tokenize_task(
                        task.name, split, counts.rows, len(tokenized), counts.inputs, max_input_length, counts.targets,
                        max_target_length, task.name)
     warn_unknown_tokens(tokenized, tokenizer, task.name, split)
+    warn_tokenless_rows(tokenized, task.name, split)
     tokenized = tokenized.select_columns(["input_ids", "labels"])
     return TokenizedTask(task.name, split, tokenized, _list_lengths(tokenized, "input_ids"),
                          _list_lengths(tokenized, "labels"), counts.rows, per_template)
