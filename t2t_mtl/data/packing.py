@@ -45,6 +45,9 @@ class FirstFit:
         self.placed = 0
         self._opened = 0  # rows holding a task: the first ones (an item opens the first empty row)
         self._task_rows: Dict[int, List[int]] = {}  # the rows holding each task, in order
+        # at least the most input and the most target room left in each task's rows (rooms only shrink: exact again
+        # after a scan that found none with room)
+        self._room: Dict[int, Tuple[int, int]] = {}
 
     def fits_alone(self, item: PackItem) -> bool:
         return item[1] <= self.input_capacity and item[2] <= self.target_capacity
@@ -56,16 +59,23 @@ class FirstFit:
                              f"{self.input_capacity} / {self.target_capacity} (data.max_input_length / "
                              f"data.max_target_length)")
         # the first row of the task with room, else the first empty row: empty rows come after every row holding a
-        # task, so only the task's own rows are looked at (not every row's task and room)
-        for r in self._task_rows.get(task, ()):
-            row = self.rows[r]
-            if row.input_used + n_in <= self.input_capacity and row.target_used + n_tgt <= self.target_capacity:
-                return self._put(r, n_in, n_tgt)
+        # task, so only the task's own rows are looked at (not every row's task and room), and none of them for an
+        # item larger than the room they were last seen to have (a packed draw tries every waiting item that way)
+        room_in, room_tgt = self._room.get(task, (0, 0))
+        if n_in <= room_in and n_tgt <= room_tgt:
+            for r in self._task_rows[task]:
+                row = self.rows[r]
+                if row.input_used + n_in <= self.input_capacity and row.target_used + n_tgt <= self.target_capacity:
+                    return self._put(r, n_in, n_tgt)
+            rows = [self.rows[r] for r in self._task_rows[task]]
+            self._room[task] = (self.input_capacity - min(row.input_used for row in rows),
+                                self.target_capacity - min(row.target_used for row in rows))
         if self._opened == len(self.rows):
             return None
         r, self._opened = self._opened, self._opened + 1
         self.rows[r].task = task
         self._task_rows.setdefault(task, []).append(r)
+        self._room[task] = (self.input_capacity, self.target_capacity)
         return self._put(r, n_in, n_tgt)
 
     def _put(self, r: int, n_in: int, n_tgt: int) -> int:
