@@ -51,7 +51,8 @@ def test_a_tokenizer_without_an_end_of_sequence_token_is_refused():
 def test_a_tokenizer_whose_eos_id_is_not_the_pretrained_models_is_refused(tmp_path):
     cfg = _pretrained(tmp_path, eos_token_id=2)
     with pytest.raises(ConfigError, match=rf"^the model's own tokenizer has eos_token_id 1, but model\.name_or_path "
-                                          rf"'{tmp_path / 'model'}' has 2: use a tokenizer with the model's special"):
+                                          rf"'{tmp_path / 'model'}' has 2: the model's own tokenizer does not fit "
+                                          rf"it; set tokenizer\.path to a tokenizer with the model's special"):
         check_special_ids(_Tokenizer(["<pad>", "</s>", "x"]), cfg)
     check_special_ids(_Tokenizer(["<pad>", "</s>", "x"], eos_token_id=2), cfg)
 
@@ -123,3 +124,23 @@ def test_a_tokenizer_path_is_refused_with_how_many_shared_ids_are_other_tokens_a
         f"the embedding it learnt for one token as another's: unset tokenizer.path to train with the model's own")
     pieces[5], pieces[6], pieces[300], pieces[301] = pieces[6], pieces[5], pieces[301], pieces[300]
     check_model_tokenizer(_Tokenizer(pieces + ["<added>"]), cfg)
+
+
+def test_a_folders_own_tokenizer_that_does_not_fit_its_model_is_told_to_set_tokenizer_path(tmp_path):
+    # was: "use the tokenizer the model was trained with (tokenizer.path unset: the model's own)" and "use a tokenizer
+    # with the model's special ids, such as the model's own tokenizer (tokenizer.path unset)" to a run whose
+    # tokenizer.path was unset, i.e. whose tokenizer was the model's own already: advice to do what it did
+    folder = tmp_path / "model"
+    with pytest.raises(ConfigError, match=rf"^the model's own tokenizer has 9 tokens, but model\.name_or_path "
+                                          rf"'{folder}' has 8 embedding rows \(vocab_size\), so the ids from 8 on "
+                                          rf"would index no row: the model's own tokenizer does not fit it; set "
+                                          rf"tokenizer\.path to the tokenizer the model was trained with$"):
+        check_vocabulary_fits(_Tokenizer([f"p{i}" for i in range(9)]), _pretrained(tmp_path))
+    with pytest.raises(ConfigError, match=rf"^the model's own tokenizer has eos_token_id 1, but model\.name_or_path "
+                                          rf"'{folder}' has 2: the model's own tokenizer does not fit it; set "
+                                          rf"tokenizer\.path to a tokenizer with the model's special ids$"):
+        check_special_ids(_Tokenizer(["<pad>", "</s>", "x"]), _pretrained(tmp_path, eos_token_id=2))
+    other = config_from_dict({**_pretrained(tmp_path).to_dict(), "tokenizer": {"path": str(tmp_path / "tok")}})
+    with pytest.raises(ConfigError, match=r"would index no row: use the tokenizer the model was trained with "
+                                          r"\(tokenizer\.path unset: the model's own\)$"):
+        check_vocabulary_fits(_Tokenizer([f"p{i}" for i in range(9)]), other)

@@ -36,8 +36,9 @@ def check_special_ids(tokenizer: Any, cfg: Config, saved: Optional[Dict[str, Any
         ours, theirs = getattr(tokenizer, name), getattr(model, name)
         if ours != theirs:
             raise ConfigError(f"{source} has {name} {ours}, but model.name_or_path {cfg.model.name_or_path!r} has "
-                              f"{theirs}: use a tokenizer with the model's special ids, such as the model's own "
-                              f"tokenizer (tokenizer.path unset)")
+                              f"{theirs}: " + fitting_tokenizer(cfg, "a tokenizer with the model's special ids",
+                                                                ", such as the model's own tokenizer (tokenizer.path "
+                                                                "unset)"))
 
 
 def check_vocabulary_fits(tokenizer: Any, cfg: Config, saved: Optional[Dict[str, Any]] = None) -> None:
@@ -52,8 +53,18 @@ def check_vocabulary_fits(tokenizer: Any, cfg: Config, saved: Optional[Dict[str,
     if tokens > rows:
         raise ConfigError(
             f"{run_tokenizer_name(cfg)} has {tokens} tokens, but model.name_or_path {cfg.model.name_or_path!r} has "
-            f"{rows} embedding rows (vocab_size), so the ids from {rows} on would index no row: use the tokenizer the "
-            f"model was trained with (tokenizer.path unset: the model's own)")
+            f"{rows} embedding rows (vocab_size), so the ids from {rows} on would index no row: "
+            + fitting_tokenizer(cfg, "the tokenizer the model was trained with",
+                                " (tokenizer.path unset: the model's own)"))
+
+
+def fitting_tokenizer(cfg: Config, which: str, own: str) -> str:
+    """The advice of a refusal of a tokenizer that does not fit the pretrained model: where tokenizer.path named it,
+    to use `which` tokenizer, `own` (following it) pointing at the model's own; where the run uses the model's own
+    already (tokenizer.path unset), to set tokenizer.path to `which`."""
+    if cfg.tokenizer.path:
+        return f"use {which}{own}"
+    return f"the model's own tokenizer does not fit it; set tokenizer.path to {which}"
 
 
 def check_model_tokenizer(tokenizer: Any, cfg: Config) -> None:
