@@ -230,34 +230,13 @@ def test_a_first_start_on_the_cpu_says_that_it_builds_deepspeeds_shared_memory_o
     # was: a first `t2t-mtl train` on a CPU compiled DeepSpeed's shared-memory op inside deepspeed.init_distributed
     # (3-5 minutes on a loaded 2-core machine) with nothing on the screen: torch logs its build at INFO, which no
     # handler shows, and DeepSpeed's own line goes to the stdout held back while the group is joined
-    import sys
-
-    import deepspeed
-    import pytest
-    import torch.distributed as dist
-    from t2t_mtl.engine import distributed
-
-    class Joined(Exception):
-        pass
-
-    def join(**kwargs):
-        print("joining", file=sys.stderr)
-        raise Joined
-
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(key, raising=False)  # (restored after: init_distributed fills them)
-    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # (torch builds an op NAME into its folder NAME there)
-    monkeypatch.setattr(deepspeed, "init_distributed", join)
-    monkeypatch.setattr(dist, "is_initialized", lambda: False)
-    with pytest.raises(Joined):
-        distributed.init_distributed()
+    start = _cpu_start_up_to_joining(monkeypatch, tmp_path)
+    start()
     assert capsys.readouterr().err == (
         f"building DeepSpeed's shared-memory op for the CPU into {tmp_path / 'deepspeed_shm_comm'} (only on a first "
         f"start: later runs load it; minutes on a small CPU)\njoining\n")
     (tmp_path / "deepspeed_shm_comm" / "deepspeed_shm_comm.so").write_bytes(b"")  # as the build leaves it
-    with pytest.raises(Joined):
-        distributed.init_distributed()
+    start()
     assert capsys.readouterr().err == "joining\n"
 
 
@@ -526,8 +505,30 @@ def test_a_cpu_start_waiting_for_a_build_lock_that_stays_says_which_file_to_remo
     # was: a process killed while torch held DeepSpeed's shared-memory op's build lock (a job cancelled during its first
     # start's build, a rank its launcher stopped while it loaded the op) left the file, and every later CPU start on the
     # machine waited for it forever without a word; a lock that goes within the grace (a load by another rank) is quiet
-    import sys
     import threading
+
+    from t2t_mtl.engine import distributed
+
+    start = _cpu_start_up_to_joining(monkeypatch, tmp_path)
+    monkeypatch.setattr(distributed, "BUILD_LOCK_GRACE_S", 1.0, raising=False)  # (shortened from 5 s)
+    folder = tmp_path / "deepspeed_shm_comm"
+    folder.mkdir()
+    (folder / "deepspeed_shm_comm.so").write_bytes(b"")  # built: a start only loads it
+    (folder / "lock").write_bytes(b"")
+    if removed_after is not None:
+        threading.Timer(removed_after, (folder / "lock").unlink).start()
+    start()
+    waited = (f"waiting for {folder / 'lock'} to go before loading DeepSpeed's shared-memory op: another process is "
+              f"building or loading the op there now, or one stopped while it did left the file, and then this start "
+              f"waits forever: remove the file if no process on this machine is building the op\n")
+    assert capsys.readouterr().err == (waited if removed_after is None else "") + "joining\n"
+
+
+def _cpu_start_up_to_joining(monkeypatch, extensions_dir: Path):
+    """A function running `init_distributed` as one process on the CPU, with torch's extensions (DeepSpeed's
+    shared-memory op) in `extensions_dir`, up to joining the group: there the stand-in of `deepspeed.init_distributed`
+    prints "joining" on stderr and ends the start."""
+    import sys
 
     import deepspeed
     import torch.distributed as dist
@@ -543,19 +544,12 @@ def test_a_cpu_start_waiting_for_a_build_lock_that_stays_says_which_file_to_remo
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)  # (restored after: init_distributed fills them)
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(extensions_dir))  # (torch builds an op NAME into its folder NAME)
     monkeypatch.setattr(deepspeed, "init_distributed", join)
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
-    monkeypatch.setattr(distributed, "BUILD_LOCK_GRACE_S", 1.0, raising=False)  # (shortened from 5 s)
-    folder = tmp_path / "deepspeed_shm_comm"
-    folder.mkdir()
-    (folder / "deepspeed_shm_comm.so").write_bytes(b"")  # built: a start only loads it
-    (folder / "lock").write_bytes(b"")
-    if removed_after is not None:
-        threading.Timer(removed_after, (folder / "lock").unlink).start()
-    with pytest.raises(Joined):
-        distributed.init_distributed()
-    waited = (f"waiting for {folder / 'lock'} to go before loading DeepSpeed's shared-memory op: another process is "
-              f"building or loading the op there now, or one stopped while it did left the file, and then this start "
-              f"waits forever: remove the file if no process on this machine is building the op\n")
-    assert capsys.readouterr().err == (waited if removed_after is None else "") + "joining\n"
+
+    def start() -> None:
+        with pytest.raises(Joined):
+            distributed.init_distributed()
+
+    return start
