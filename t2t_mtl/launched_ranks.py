@@ -61,21 +61,22 @@ def launch_variables_problem() -> Optional[str]:
 
 
 def check_launch_variables() -> None:
-    """Refuse the launcher's variables where `launch_variables_problem` finds them unusable: a ConfigError naming the
-    variable."""
+    """Refuse the launcher's variables where `launch_variables_problem` finds them unusable: a LaunchEnvironmentError
+    naming the variable."""
     problem = launch_variables_problem()
     if problem is not None:
-        from t2t_mtl.config_errors import ConfigError
+        from t2t_mtl.config_errors import LaunchEnvironmentError
 
-        raise ConfigError(problem)
+        raise LaunchEnvironmentError(problem)
 
 
 def _whole_number(name: str) -> int:
-    """The environment variable `name` (set) as an int; a ConfigError naming it where it is no whole number."""
+    """The environment variable `name` (set) as an int; a LaunchEnvironmentError naming it where it is no whole
+    number."""
     if not _is_whole_number(os.environ[name]):
-        from t2t_mtl.config_errors import ConfigError
+        from t2t_mtl.config_errors import LaunchEnvironmentError
 
-        raise ConfigError(_not_a_whole_number(name))
+        raise LaunchEnvironmentError(_not_a_whole_number(name))
     return int(os.environ[name])
 
 

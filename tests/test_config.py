@@ -1735,3 +1735,17 @@ def test_one_override_string_from_python_is_refused_with_the_list_to_write():
         train("quickstart", overrides="training.steps=3")
     assert str(load_error.value) == str(train_error.value) == expected
     assert C.load_config("quickstart", ["training.steps=3"]).training.steps == 3
+
+
+def test_launcher_variables_refused_on_a_resume_are_not_told_as_a_refused_value_of_the_saved_config(
+        tmp_path, capsys, monkeypatch):
+    # was: `train --resume RUN` started with WORLD_SIZE=2 and no RANK printed the launcher-variable refusal followed by
+    # the note on a value of the run's saved config, which holds neither variable
+    ckpt = _old_run(tmp_path, "training", {})  # (the quickstart's config as saved: nothing refused)
+    for key in ("RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli_main(["train", "--resume", str(ckpt)]) == 2
+    assert capsys.readouterr().err == (
+        "error: environment variable WORLD_SIZE is set (2) but RANK is not: set RANK to this process's rank, 0 to 1 "
+        "(torchrun and the deepspeed launcher set both), or unset WORLD_SIZE to train one process\n")
