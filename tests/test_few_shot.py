@@ -593,3 +593,24 @@ def test_training_demonstrations_fit_with_the_eos_the_pipeline_appends(tmp_path)
     assert tokenized.truncated == 0
     for ids in tokenized.dataset["input_ids"]:
         assert len(ids) == 4 and ids[-1] == tokenizer.eos_token_id  # the whole query, zero-shot
+
+
+def test_training_prompts_read_from_the_cache_build_no_index_of_the_rows(tmp_path, t5_tokenizer, monkeypatch):
+    # was: add_demonstrations indexed every row (its demonstration text, its template's rows, its group and input
+    # counts) before datasets looked for the cached prompts, so a run reading them still spent 2.5 CPU-s on AG News'
+    # 10,001 rows (now 0.18)
+    from t2t_mtl.data import few_shot
+
+    rendered = _mixable_task(tmp_path).to_dataset("train")
+    made, text = [], few_shot.demonstration_text
+    monkeypatch.setattr(few_shot, "demonstration_text", lambda inputs, targets: made.append(inputs) or
+                        text(inputs, targets))
+
+    def mixed():
+        return list(few_shot.add_demonstrations(rendered, few_shot.FewShotMix(rate=0.3, max_shots=3), t5_tokenizer,
+                                                512, seed=5, tokenizer_key="t5", task="mix_toy")["inputs"])
+
+    first = mixed()
+    assert made == list(rendered["inputs"])  # (every row is a demonstration its template's rows may draw)
+    made.clear()
+    assert mixed() == first and made == []

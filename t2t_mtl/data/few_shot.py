@@ -122,12 +122,24 @@ class FewShotMix:
 
 
 class _AddDemonstrations:
-    """The `Dataset.map` function of `add_demonstrations` (batched, with indices)."""
+    """The `Dataset.map` function of `add_demonstrations` (batched, with indices). Its index of `rendered`'s rows (the
+    demonstrations, each template's rows, the group and input counts) is built at its first call: a map datasets
+    finds cached never calls it, and a run reading its cached prompts spent seconds a task building it."""
 
-    def __init__(self, task: str, inputs: List[str], targets: List[str], templates: List[str],
-                 groups: Optional[List[str]], mix: FewShotMix, seed: int, tokenizer: Any,
+    def __init__(self, task: str, rendered: Any, mix: FewShotMix, seed: int, tokenizer: Any,
                  max_input_length: int) -> None:
-        self.task = task
+        self.task, self.rendered = task, rendered
+        self.mix, self.seed = mix, seed
+        self.tokenizer, self.max_input_length = tokenizer, max_input_length
+        self.indexed = False
+
+    def _index(self) -> None:
+        """Read `rendered`'s columns and count its rows by template, group and input (`shots` draws from them)."""
+        from task_registry.row_renderer import GROUP_COLUMN
+
+        rendered = self.rendered
+        inputs, targets, templates = rendered["inputs"], rendered["targets"], rendered["template"]
+        groups = rendered[GROUP_COLUMN] if GROUP_COLUMN in rendered.column_names else None
         self.inputs = inputs
         self.demonstrations = [demonstration_text(i, t) for i, t in zip(inputs, targets)]
         self.groups: Sequence[Any] = groups if groups is not None else range(len(inputs))  # no group_by: each row
@@ -140,8 +152,7 @@ class _AddDemonstrations:
             self.group_sizes[template, self.groups[index]] += 1
             self.input_sizes[template, inputs[index]] += 1
             self.both_sizes[template, self.groups[index], inputs[index]] += 1
-        self.mix, self.seed = mix, seed
-        self.tokenizer, self.max_input_length = tokenizer, max_input_length
+        self.indexed = True
 
     def shots(self, index: int, template: str) -> Optional[List[str]]:
         """The demonstrations drawn for row `index` (fewer than drawn when its template has fewer rows outside
@@ -161,6 +172,8 @@ class _AddDemonstrations:
         return [self.demonstrations[row] for row in picked]
 
     def __call__(self, batch: Mapping[str, list], indices: List[int]) -> Dict[str, list]:
+        if not self.indexed:
+            self._index()
         inputs, shots = [], []
         for query, template, index in zip(batch["inputs"], batch["template"], indices):
             drawn = self.shots(index, template)
@@ -191,9 +204,7 @@ def add_demonstrations(rendered: Any, mix: FewShotMix, tokenizer: Any, max_input
     from datasets.fingerprint import Hasher
     from task_registry.row_renderer import GROUP_COLUMN
 
-    groups = rendered[GROUP_COLUMN] if GROUP_COLUMN in rendered.column_names else None
-    function = _AddDemonstrations(task, rendered["inputs"], rendered["targets"], rendered["template"], groups, mix,
-                                  seed, tokenizer, max_input_length)
+    function = _AddDemonstrations(task, rendered, mix, seed, tokenizer, max_input_length)
     fingerprint = Hasher.hash((rendered._fingerprint, "few-shot-v4", task, mix.to_dict(), seed, tokenizer_key,
                                max_input_length))
     mixed = rendered.map(function, batched=True, with_indices=True, new_fingerprint=fingerprint,
@@ -204,4 +215,4 @@ def add_demonstrations(rendered: Any, mix: FewShotMix, tokenizer: Any, max_input
     logger.warning("task %s: %d of %d training examples few-shot (%.2f demonstrations on average); %d drawn left "
                    "zero-shot (no demonstration fits max_input_length=%d or the template has one row)", task,
                    len(given), len(shots), sum(given) / max(len(given), 1), drawn - len(given), max_input_length)
-    return mixed.remove_columns(["num_shots", *([GROUP_COLUMN] if groups is not None else [])])
+    return mixed.remove_columns(["num_shots", *([GROUP_COLUMN] if GROUP_COLUMN in rendered.column_names else [])])
