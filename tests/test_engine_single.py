@@ -2123,3 +2123,27 @@ def test_a_packed_runs_sampling_schedule_is_not_warned_of_from_a_guess_of_its_ex
                       sampling={"strategy": "annealed", "epochs": 3}, training={"steps": 3})
     train(cfg, evaluate_held_in=False)
     assert [line for line in capsys.readouterr().out.splitlines() if "schedule" in line] == []
+
+
+def test_a_run_from_a_relative_folder_read_from_another_directory_names_where_it_started(tmp_path, tok, monkeypatch):
+    # was: "the run's model cannot be rebuilt (model.name_or_path 'model' could not be loaded: We couldn't connect to
+    # 'https://huggingface.co' ...); restore it, or point model.name_or_path ... at its new place" for a folder that
+    # had not moved: the run named it relative to the directory it was started in, and the export, eval or predict
+    # ran in another one
+    from t2t_mtl.model import build_model
+
+    dims = {"d_model": 16, "d_kv": 4, "d_ff": 32, "num_layers": 1, "num_heads": 2}
+    build_model({"dims": dims}, vocab_size=len(load_tokenizer(tok))).save_pretrained(tmp_path / "model")
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 1},
+                      model={"name_or_path": "model", "dims": None})
+    train(cfg, evaluate_held_in=False)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    started = tmp_path.resolve() / "model"
+    with pytest.raises(CheckpointError, match=(
+            rf"\); model\.name_or_path 'model' is read from the working directory, "
+            rf"{re.escape(str(tmp_path.resolve() / 'elsewhere'))}, but the run started from {re.escape(str(started))},"
+            rf" which is there: point model\.name_or_path in {re.escape(str(tmp_path / 'run' / 'config.yaml'))} at "
+            rf"it, or run this where the run was started$")):
+        load_trained_model(tmp_path / "run")

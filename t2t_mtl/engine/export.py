@@ -214,8 +214,8 @@ def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, A
     try:
         model = _run_model(cfg, meta, tokenizer)
     except ModelBuildError as err:  # e.g. the pretrained folder the run started from has moved since
-        raise CheckpointError(f"{ckpt}: the run's model cannot be rebuilt ({err}); restore it, or point "
-                              f"model.name_or_path in {run / 'config.yaml'} at its new place") from None
+        raise CheckpointError(f"{ckpt}: the run's model cannot be rebuilt ({err}); "
+                              f"{_rebuild_advice(cfg.model.name_or_path, meta, run)}") from None
     state = fp32_state_dict(ckpt, model)
     if cfg.model.name_or_path:  # (a model from dims has no weights of its own: nothing to restore)
         state = _frozen_originals(model, state, meta.get("precision"), cfg.model.name_or_path, run)
@@ -228,6 +228,21 @@ def model_from_checkpoint(ckpt: Path) -> Tuple[torch.nn.Module, Any, Dict[str, A
                               f"unexpected {unexpected[:5]})")
     merge_lora(model)  # LoRA adapters folded into their weights: a plain T5 (MoE) model, same outputs
     return model.eval(), tokenizer, meta
+
+
+def _rebuild_advice(name_or_path: Optional[str], meta: Mapping[str, Any], run: Path) -> str:
+    """What to do where a run's pretrained model cannot be rebuilt: where its model.name_or_path is a relative path
+    that misses, from this working directory, the folder the run started from (its checkpoints' `initialised_from`,
+    by absolute path) and that folder is still there, point model.name_or_path at it; else restore the folder, or
+    point model.name_or_path at its new place."""
+    started = (meta.get("initialised_from") or {}).get("path")
+    config = run / "config.yaml"
+    if (name_or_path and started and not Path(name_or_path).is_absolute() and Path(started).is_dir()
+            and Path(name_or_path).resolve() != Path(started)):
+        return (f"model.name_or_path {name_or_path!r} is read from the working directory, {os.getcwd()}, but the run "
+                f"started from {started}, which is there: point model.name_or_path in {config} at it, or run this "
+                f"where the run was started")
+    return f"restore it, or point model.name_or_path in {config} at its new place"
 
 
 def export_model(run_or_ckpt: Union[str, Path], out_dir: Union[str, Path], *, overwrite: bool = True) -> Path:
