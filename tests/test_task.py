@@ -1192,20 +1192,25 @@ def _swapped(row):
     return {"label": 0} if row["label"] == 1 else {"sentence": "c"}
 
 
+def _mapped_targets(tmp_path, fn, streaming: bool) -> list:
+    """The targets of QUESTION over two rows (label 1, then -1) mapped by `fn`."""
+    path = tmp_path / "rows.jsonl"
+    _write(path, [{"sentence": "a", "label": 1}, {"sentence": "b", "label": -1}], "jsonl")
+    task = Task("mapped", LocalFileSource(path), [QUESTION], preprocessors=[Map(fn)], splits=("train",))
+    return [row["targets"] for row in task.to_dataset("train", streaming=streaming)]
+
+
 @pytest.mark.parametrize("streaming", [False, True])
 def test_a_python_map_returning_as_many_other_fields_on_another_row_is_refused_naming_both(tmp_path, streaming):
     # kills a mutant of Map._same_fields that its tests let live (the fields counted, not named): a row writing
     # sentence where the first wrote label passed, loaded to a KeyError of the map's own renamed column
-    path = tmp_path / "rows.jsonl"
-    _write(path, [{"sentence": "a", "label": 1}, {"sentence": "b", "label": -1}], "jsonl")
-    swapped = Task("swapped", LocalFileSource(path), [QUESTION], preprocessors=[Map(_swapped)], splits=("train",))
     with pytest.raises(task_registry.TaskDefinitionError) as info:
-        list(swapped.to_dataset("train", streaming=streaming))
+        _mapped_targets(tmp_path, _swapped, streaming)
     assert str(info.value) == (
-        "task 'swapped': split 'train': map(_swapped), row 1: the function returned the fields ['sentence'], on row 0 "
+        "task 'mapped': split 'train': map(_swapped), row 1: the function returned the fields ['sentence'], on row 0 "
         "['label']: return the same fields on every row (the row, edited, or a dict of every field it writes, None "
         "for one with no value)")
-    reordered = Task("reordered", LocalFileSource(path), [QUESTION], splits=("train",), preprocessors=[
-        Map(lambda row: {"label": 0, "sentence": "x"} if row["label"] == 1 else {"sentence": "y", "label": 1})])
-    assert [row["targets"] for row in reordered.to_dataset("train", streaming=streaming)] == ["no", "yes"]
-    # (the same fields in another order: taken)
+    reordered = _mapped_targets(  # (the same fields in another order: taken)
+        tmp_path, lambda row: {"label": 0, "sentence": "x"} if row["label"] == 1 else {"sentence": "y", "label": 1},
+        streaming)
+    assert reordered == ["no", "yes"]
