@@ -179,15 +179,25 @@ def _check_t5_tokenizer_json(path: Path) -> None:
     _check_t5_layout(path, [entry[0] if isinstance(entry, list) and entry else None for entry in vocab[:3]])
 
 
-def _sentencepiece_first_pieces(path: Path) -> list:
-    """The pieces of ids 0, 1, 2 of a SentencePiece model (`TokenizerLoadError` when it cannot be read)."""
+def _check_t5_sentencepiece(path: Path) -> None:
+    """A bare SentencePiece model loads as T5's only where T5's tokenizer encodes as SentencePiece does: a unigram
+    (or character) model without byte fallback (a BPE model's merges, a word model's whole words and the bytes
+    byte fallback writes for a character it has no piece for are not T5's), with T5's ids (`_check_t5_layout`)."""
     import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2
 
     try:
         model = spm.SentencePieceProcessor(model_file=str(path))
     except (OSError, RuntimeError) as error:
         raise TokenizerLoadError(f"could not read {path}: {error}; pass a folder with a valid {SPIECE_FILE}") from None
-    return [model.id_to_piece(i) for i in range(min(3, model.get_piece_size()))]
+    spec = sentencepiece_model_pb2.ModelProto.FromString(model.serialized_model_proto()).trainer_spec
+    kind = {spec.BPE: "a BPE", spec.WORD: "a word"}.get(spec.model_type)
+    if kind or spec.byte_fallback:
+        raise TokenizerLoadError(
+            f"{path} is {kind or 'a unigram model with byte fallback, a'} SentencePiece model, which T5's tokenizer "
+            f"(unigram, no byte fallback) would not encode as SentencePiece does; train a unigram one with `t2t-mtl "
+            f"tokenizer train`, or pass a folder saved with save_pretrained by the transformers tokenizer made for it")
+    _check_t5_layout(path, [model.id_to_piece(i) for i in range(min(3, model.get_piece_size()))])
 
 
 def _check_t5_layout(path: Path, first: list) -> None:
@@ -277,7 +287,8 @@ def load_tokenizer(name_or_path: PathLike) -> PreTrainedTokenizerBase:
     A folder that holds only T5 vocabulary files (``spiece.model`` / ``tokenizer.json`` without a
     ``tokenizer_config.json``, like a bare copy of T5's vocabulary) loads as a T5 tokenizer, so its EOS,
     pad and sentinels are set as T5 defines them; a bare vocabulary whose ids 0-2 are not ``<pad>``, ``</s>``,
-    ``<unk>`` or a bare ``tokenizer.json`` of another model kind (BPE, WordPiece, ...) is refused with a
+    ``<unk>``, a bare SentencePiece model T5's tokenizer would encode otherwise (BPE, word, byte fallback) or a bare
+    ``tokenizer.json`` of another model kind (BPE, WordPiece, ...) is refused with a
     `TokenizerLoadError`, and so is a tokenizer without a vocabulary (a ``tokenizer_config.json`` whose
     ``tokenizer.json`` / ``spiece.model`` is missing).
     """
@@ -291,7 +302,7 @@ def load_tokenizer(name_or_path: PathLike) -> PreTrainedTokenizerBase:
         problem = file_tokenizer_problem(folder)
         if problem:
             raise TokenizerLoadError(problem)
-        _check_t5_layout(folder, _sentencepiece_first_pieces(folder))
+        _check_t5_sentencepiece(folder)
         return _t5_from_sentencepiece_model(folder, target)
     if not folder.exists() and looks_like_path(target):  # (was the hub's "Repo id must be in the form ..." for it)
         if names_sentencepiece_model(target):
@@ -304,7 +315,7 @@ def load_tokenizer(name_or_path: PathLike) -> PreTrainedTokenizerBase:
     try:
         if folder.is_dir() and not (folder / "tokenizer_config.json").exists():
             if (folder / SPIECE_FILE).exists():
-                _check_t5_layout(folder / SPIECE_FILE, _sentencepiece_first_pieces(folder / SPIECE_FILE))
+                _check_t5_sentencepiece(folder / SPIECE_FILE)
                 return _t5_from_sentencepiece_folder(folder)
             if (folder / "tokenizer.json").exists():
                 _check_t5_tokenizer_json(folder / "tokenizer.json")

@@ -491,3 +491,43 @@ def test_rendered_texts_give_each_rows_texts_in_row_order_across_batches():
     dataset = datasets.Dataset.from_list(rows)
     assert list(rendered_texts(dataset, batch_size=3)) == expected
     assert list(rendered_texts(dataset)) == expected
+
+
+def _t5_layout_sentencepiece(path: Path, **options) -> Path:
+    """A SentencePiece model with T5's special ids, trained on a few sentences with `options` (its kind, ...)."""
+    path.parent.mkdir()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter([f"the quick brown fox {i} jumps" for i in range(50)]),
+                                   model_prefix=str(path.with_suffix("")), vocab_size=400, hard_vocab_limit=False,
+                                   pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2, **options)
+    return path
+
+
+@pytest.mark.parametrize("options, kind", [({"model_type": "bpe"}, "a BPE"), ({"model_type": "word"}, "a word"),
+                                           ({"byte_fallback": True}, "a unigram model with byte fallback, a")])
+def test_a_sentencepiece_model_t5s_tokenizer_would_encode_otherwise_is_refused_by_name(tmp_path, options, kind):
+    # was: loaded "as T5's" (a unigram model without byte fallback) whatever its kind, so its ids were not the ones
+    # SentencePiece gives ("fox" cut otherwise by a BPE model's merges, "é" <unk> where byte fallback writes its bytes)
+    from transformers import T5Tokenizer
+
+    model = _t5_layout_sentencepiece(tmp_path / "sp" / "spiece.model", **options)
+    reference = spm.SentencePieceProcessor(model_file=str(model))
+    wrapped = T5Tokenizer(**T5Tokenizer.convert_to_native_format(vocab_file=str(model)))
+    text = "the quick brown foxes jumped ë"
+    assert wrapped(text).input_ids != reference.encode(text) + [EOS]  # (what loading it as T5's would give)
+    for target in (model, model.parent):
+        with pytest.raises(TokenizerLoadError) as refused:
+            load_tokenizer(target)
+        assert str(refused.value) == (
+            f"{model} is {kind} SentencePiece model, which T5's tokenizer (unigram, no byte fallback) would not "
+            f"encode as SentencePiece does; train a unigram one with `t2t-mtl tokenizer train`, or pass a folder "
+            f"saved with save_pretrained by the transformers tokenizer made for it")
+
+
+@pytest.mark.parametrize("options", [{}, {"model_type": "char"}])
+def test_a_unigram_or_character_sentencepiece_model_gives_sentencepieces_own_ids(tmp_path, options):
+    model = _t5_layout_sentencepiece(tmp_path / "sp" / "spiece.model", **options)
+    reference = spm.SentencePieceProcessor(model_file=str(model))
+    for target in (model, model.parent):
+        tokenizer = load_tokenizer(target)
+        for text in ("the quick brown fox 17 jumps", "fox é jumps 日本", "  quick\tbrown  "):
+            assert tokenizer(text).input_ids == reference.encode(text) + [EOS]
