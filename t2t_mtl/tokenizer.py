@@ -181,8 +181,9 @@ def _check_t5_tokenizer_json(path: Path) -> None:
 
 def _check_t5_sentencepiece(path: Path) -> None:
     """A bare SentencePiece model loads as T5's only where T5's tokenizer encodes as SentencePiece does: a unigram
-    (or character) model without byte fallback (a BPE model's merges, a word model's whole words and the bytes
-    byte fallback writes for a character it has no piece for are not T5's), with T5's ids (`_check_t5_layout`)."""
+    (or character) model without byte fallback that puts a space in front of a text and removes extra spaces (a BPE
+    model's merges, a word model's whole words, the bytes byte fallback writes for a character it has no piece for
+    and those options' other spaces are not T5's), with T5's ids (`_check_t5_layout`)."""
     import sentencepiece as spm
     from sentencepiece import sentencepiece_model_pb2
 
@@ -190,13 +191,20 @@ def _check_t5_sentencepiece(path: Path) -> None:
         model = spm.SentencePieceProcessor(model_file=str(path))
     except (OSError, RuntimeError) as error:
         raise TokenizerLoadError(f"could not read {path}: {error}; pass a folder with a valid {SPIECE_FILE}") from None
-    spec = sentencepiece_model_pb2.ModelProto.FromString(model.serialized_model_proto()).trainer_spec
-    kind = {spec.BPE: "a BPE", spec.WORD: "a word"}.get(spec.model_type)
-    if kind or spec.byte_fallback:
+    proto = sentencepiece_model_pb2.ModelProto.FromString(model.serialized_model_proto())
+    spec, normalizer = proto.trainer_spec, proto.normalizer_spec
+    kind = spec.ModelType.Name(spec.model_type)
+    unlike_t5 = [f"model_type {kind}"] if spec.model_type in (spec.BPE, spec.WORD) else []
+    unlike_t5 += [option for option, differs in (
+        ("byte_fallback true", spec.byte_fallback), ("add_dummy_prefix false", not normalizer.add_dummy_prefix),
+        ("remove_extra_whitespaces false", not normalizer.remove_extra_whitespaces),
+        ("treat_whitespace_as_suffix true", spec.treat_whitespace_as_suffix)) if differs]
+    if unlike_t5:
         raise TokenizerLoadError(
-            f"{path} is {kind or 'a unigram model with byte fallback, a'} SentencePiece model, which T5's tokenizer "
-            f"(unigram, no byte fallback) would not encode as SentencePiece does; train a unigram one with `t2t-mtl "
-            f"tokenizer train`, or pass a folder saved with save_pretrained by the transformers tokenizer made for it")
+            f"{path} is a SentencePiece model that T5's tokenizer (unigram, no byte fallback, a space put in front, "
+            f"extra spaces removed) would encode otherwise than SentencePiece does: {', '.join(unlike_t5)}; train a "
+            f"unigram one with `t2t-mtl tokenizer train`, or pass a folder saved with save_pretrained by the "
+            f"transformers tokenizer made for it")
     _check_t5_layout(path, [model.id_to_piece(i) for i in range(min(3, model.get_piece_size()))])
 
 
@@ -287,7 +295,8 @@ def load_tokenizer(name_or_path: PathLike) -> PreTrainedTokenizerBase:
     A folder that holds only T5 vocabulary files (``spiece.model`` / ``tokenizer.json`` without a
     ``tokenizer_config.json``, like a bare copy of T5's vocabulary) loads as a T5 tokenizer, so its EOS,
     pad and sentinels are set as T5 defines them; a bare vocabulary whose ids 0-2 are not ``<pad>``, ``</s>``,
-    ``<unk>``, a bare SentencePiece model T5's tokenizer would encode otherwise (BPE, word, byte fallback) or a bare
+    ``<unk>``, a bare SentencePiece model T5's tokenizer would encode otherwise (BPE, word, byte fallback, other
+    whitespace options) or a bare
     ``tokenizer.json`` of another model kind (BPE, WordPiece, ...) is refused with a
     `TokenizerLoadError`, and so is a tokenizer without a vocabulary (a ``tokenizer_config.json`` whose
     ``tokenizer.json`` / ``spiece.model`` is missing).

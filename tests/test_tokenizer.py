@@ -502,25 +502,31 @@ def _t5_layout_sentencepiece(path: Path, **options) -> Path:
     return path
 
 
-@pytest.mark.parametrize("options, kind", [({"model_type": "bpe"}, "a BPE"), ({"model_type": "word"}, "a word"),
-                                           ({"byte_fallback": True}, "a unigram model with byte fallback, a")])
-def test_a_sentencepiece_model_t5s_tokenizer_would_encode_otherwise_is_refused_by_name(tmp_path, options, kind):
+@pytest.mark.parametrize("options, unlike_t5", [
+    ({"model_type": "bpe"}, "model_type BPE"), ({"model_type": "word"}, "model_type WORD"),
+    ({"byte_fallback": True}, "byte_fallback true"), ({"add_dummy_prefix": False}, "add_dummy_prefix false"),
+    ({"remove_extra_whitespaces": False}, "remove_extra_whitespaces false"),
+    ({"treat_whitespace_as_suffix": True}, "treat_whitespace_as_suffix true"),
+    ({"model_type": "bpe", "add_dummy_prefix": False}, "model_type BPE, add_dummy_prefix false")])
+def test_a_sentencepiece_model_t5s_tokenizer_would_encode_otherwise_is_refused_by_name(tmp_path, options, unlike_t5):
     # was: loaded "as T5's" (a unigram model without byte fallback) whatever its kind, so its ids were not the ones
-    # SentencePiece gives ("fox" cut otherwise by a BPE model's merges, "é" <unk> where byte fallback writes its bytes)
+    # SentencePiece gives ("fox" cut otherwise by a BPE model's merges, "é" <unk> where byte fallback writes its bytes,
+    # a space put in front and extra spaces removed where the model's options say not to)
     from transformers import T5Tokenizer
 
     model = _t5_layout_sentencepiece(tmp_path / "sp" / "spiece.model", **options)
     reference = spm.SentencePieceProcessor(model_file=str(model))
     wrapped = T5Tokenizer(**T5Tokenizer.convert_to_native_format(vocab_file=str(model)))
-    text = "the quick brown foxes jumped ë"
+    text = "the  quick brown foxes jumped ë "
     assert wrapped(text).input_ids != reference.encode(text) + [EOS]  # (what loading it as T5's would give)
     for target in (model, model.parent):
         with pytest.raises(TokenizerLoadError) as refused:
             load_tokenizer(target)
         assert str(refused.value) == (
-            f"{model} is {kind} SentencePiece model, which T5's tokenizer (unigram, no byte fallback) would not "
-            f"encode as SentencePiece does; train a unigram one with `t2t-mtl tokenizer train`, or pass a folder "
-            f"saved with save_pretrained by the transformers tokenizer made for it")
+            f"{model} is a SentencePiece model that T5's tokenizer (unigram, no byte fallback, a space put in front, "
+            f"extra spaces removed) would encode otherwise than SentencePiece does: {unlike_t5}; train a unigram one "
+            f"with `t2t-mtl tokenizer train`, or pass a folder saved with save_pretrained by the transformers "
+            f"tokenizer made for it")
 
 
 @pytest.mark.parametrize("options", [{}, {"model_type": "char"}])
