@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -383,3 +385,15 @@ def test_tchebycheff_weighs_a_micro_batch_without_reading_its_buffer_from_the_de
     norm = 1 / 2.0 + 1 / 4.0 + 1 / 0.5
     assert host.last_weights == {"b": pytest.approx(1 / (4.0 * norm))}
     assert host.ref_loss.tolist() == [2.0, 4.0, 0.5]  # (the buffer a checkpoint keeps)
+
+
+@pytest.mark.parametrize("size, shown", [("400", "'400'"), (math.inf, "inf"), (True, "True")])
+def test_a_size_that_is_no_finite_number_of_rows_is_refused_naming_the_task(size, shown):
+    # a string was a raw TypeError ('>' not supported between 'str' and 'int'); inf became a silent weight 0 (1/inf),
+    # True a task of one row
+    for config in ({"method": "size"}, {"method": "curriculum", "base": "size"}):
+        with pytest.raises(WeightingError, match=f"task 'b' has size {re.escape(shown)}: sizes must be finite "
+                                                 f"numbers > 0 .the rows of each task"):
+            build_weighting(config, TASKS, {"a": 100, "b": size, "c": 1000})
+    assert build_weighting({"method": "size"}, TASKS, {"a": np.int64(1), "b": np.float32(1), "c": 2}).weights == {
+        "a": 0.4, "b": 0.4, "c": 0.2}  # (numpy's numbers are numbers)

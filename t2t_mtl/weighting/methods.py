@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import torch
@@ -16,8 +17,9 @@ def _check_sizes(task_names, task_sizes) -> None:
         size = (task_sizes or {}).get(task)
         if size is None:
             raise WeightingError(f"size-based weighting needs the size of task {task!r}")
-        if not size > 0:
-            raise WeightingError(f"task {task!r} has size {size}: sizes must be > 0")
+        if isinstance(size, bool) or not isinstance(size, numbers.Real) or not 0 < size < math.inf:
+            raise WeightingError(f"task {task!r} has size {size!r}: sizes must be finite numbers > 0 (the rows of "
+                                 f"each task)")
 
 
 def base_weights(kind: str, task_names: Sequence[str], task_sizes: Optional[Mapping[str, int]]) -> dict[str, float]:
