@@ -1163,3 +1163,16 @@ def test_gradvac_on_a_float32_gram_of_nearly_parallel_tasks_keeps_the_float64_we
             weights[dtype].append(surgery.weights())
     assert np.abs(np.array(weights[torch.float64]) - 1.0).max() < 0.01  # the float64 reference: ~1
     np.testing.assert_allclose(weights[torch.float32], weights[torch.float64], atol=0.01)
+
+
+@pytest.mark.parametrize("cfg,match", [
+    ({"method": "cagrad", "c": True}, r"gradient_surgery.c must be a number for method 'cagrad', got True"),
+    ({"method": "gradvac", "beta": True}, r"gradient_surgery.beta must be a number for method 'gradvac', got True"),
+    ({"method": "pcgrad", "seed": True}, r"gradient_surgery.seed must be a number for method 'pcgrad', got True"),
+    ({"method": "mgda", "tol": False}, r"gradient_surgery.tol must be a number for method 'mgda', got False"),
+])
+def test_a_yes_or_no_is_refused_where_an_option_takes_a_number(cfg, match):
+    # were read as 1 and 0 (YAML's `c: yes` ran cagrad at c = 1.0, `seed: true` seeded 1), unlike weighting's and
+    # sampling's numbers, which refuse them
+    with pytest.raises(GradientMethodError, match=match):
+        build_method(cfg, 3)

@@ -68,14 +68,16 @@ class GradientMethod:
     _warned = False
 
     def _coerced(self, key: str, value: Any) -> Any:
-        """`value` as the type of a numeric default (YAML reads `1e3` as a string; NaN and ±inf are refused);
-        other options as given."""
+        """`value` as the type of a numeric default (YAML reads `1e3` as a string; NaN, ±inf and true/false are
+        refused); other options as given."""
         default = self.defaults[key]
         if isinstance(default, bool) or not isinstance(default, (int, float)):
             return value
-        if isinstance(default, int) and isinstance(value, int):
+        if isinstance(default, int) and isinstance(value, int) and not isinstance(value, bool):
             return int(value)  # exact, however large (a seed)
         try:
+            if isinstance(value, bool):
+                raise TypeError
             number = float(value)
         except (TypeError, ValueError):
             raise GradientMethodError(f"gradient_surgery.{key} must be a number for method {self.name!r}, "
