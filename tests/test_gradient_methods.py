@@ -1176,3 +1176,18 @@ def test_a_yes_or_no_is_refused_where_an_option_takes_a_number(cfg, match):
     # sampling's numbers, which refuse them
     with pytest.raises(GradientMethodError, match=match):
         build_method(cfg, 3)
+
+
+def test_logged_cosines_of_parallel_gradients_stay_within_one():
+    # were up to 1.00000055 (a float32 Gram's G_ab / (‖a‖‖b‖) for b = 3.7 a), logged to the record, TensorBoard and W&B
+    # as a cosine no two vectors have
+    worst = 0.0
+    for seed in range(10):
+        g = torch.randn(100_003, generator=torch.Generator().manual_seed(seed))
+        surgery = GradientSurgery("sum", [("w", torch.zeros(100_003))], ["a", "b", "c"])
+        for task, factor in (("a", 1.0), ("b", 3.7), ("c", -0.3)):
+            surgery.row(task).copy_(g * factor)
+        cosine = np.array(surgery.stats()["grad_cosine"], dtype=np.float64)
+        worst = max(worst, float(np.abs(cosine).max()))
+        assert cosine == pytest.approx(np.array([[1, 1, -1], [1, 1, -1], [-1, -1, 1]]), abs=1e-5)
+    assert worst <= 1.0

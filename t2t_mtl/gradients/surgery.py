@@ -229,7 +229,9 @@ class GradientSurgery:
         gram = self.whole_gram()
         norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
         denom = np.outer(norms, norms)
-        cosine = [[float(gram[i, j] / denom[i, j]) if denom[i, j] > 0 else None for j in range(len(norms))]
+        # (clipped: a float32 Gram's cosine of parallel gradients can round past ±1)
+        cosine = [[float(np.clip(gram[i, j] / denom[i, j], -1.0, 1.0)) if denom[i, j] > 0 else None
+                   for j in range(len(norms))]
                   for i in range(len(norms))]
         held = set(self.active)
         grad_norms = [float(norm / grad_scale) if t in held else None for t, norm in enumerate(norms)]
