@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import unittest.mock
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -13,8 +14,8 @@ import pytest
 import torch
 
 from t2t_kernels.gradproj import combine, gram
-from t2t_mtl.gradients import (GradientMethodError, GradientSurgery, build_method, cagrad_weights, gradvac_weights,
-                               mgda_weights, nashmtl_weights, pcgrad_weights, random_orders)
+from t2t_mtl.gradients import (GradientMethod, GradientMethodError, GradientSurgery, build_method, cagrad_weights,
+                               gradvac_weights, mgda_weights, nashmtl_weights, pcgrad_weights, random_orders)
 from t2t_mtl.gradients import textbook
 from t2t_mtl.gradients.nashmtl import nashmtl_solve
 
@@ -1191,3 +1192,25 @@ def test_logged_cosines_of_parallel_gradients_stay_within_one():
         worst = max(worst, float(np.abs(cosine).max()))
         assert cosine == pytest.approx(np.array([[1, 1, -1], [1, 1, -1], [-1, -1, 1]]), abs=1e-5)
     assert worst <= 1.0
+
+
+
+@pytest.mark.parametrize("returned, shown", [
+    (lambda k: np.ones(k + 1), "shape [4]"), (lambda k: np.full(k, np.nan), "[nan, nan, nan]"),
+    (lambda k: ["x"] * k, "['x', 'x', 'x']")])
+def test_a_method_whose_weights_are_not_one_finite_number_per_task_is_refused_naming_it(returned, shown):
+    # were used as given: 4 weights for 3 tasks silently, NaN weights a NaN update (numpy's bare broadcast error where
+    # a task was absent from the step)
+    class Odd(GradientMethod):
+        name = "odd_weights"
+
+        def _weights(self, gram, tasks):
+            return returned(len(tasks))
+
+    for absent in ([], [3]):
+        gram = np.eye(3 + len(absent))
+        gram[absent, absent] = 0.0
+        with pytest.raises(GradientMethodError, match=rf"gradient method 'odd_weights': _weights returned "
+                                                      rf"{re.escape(shown)} for the 3 tasks present in the step; it "
+                                                      rf"must return one finite weight per present task, shape \[3\]"):
+            Odd(len(gram)).weights(gram)

@@ -103,11 +103,29 @@ class GradientMethod:
         whole = gram.sum(0) if self.segmented else gram
         present = np.flatnonzero(np.diag(whole) > 0)
         if len(present) == self.num_tasks:
-            return self._weights(gram, present)
+            return self._returned(self._weights(gram, present), gram.shape[:-1])
         out = np.zeros(gram.shape[:-1])
         if len(present):
-            out[..., present] = self._weights(gram[..., present[:, None], present], present)
+            sub = gram[..., present[:, None], present]
+            out[..., present] = self._returned(self._weights(sub, present), sub.shape[:-1])
         return out
+
+    def _returned(self, weights: Any, shape: tuple[int, ...]) -> np.ndarray:
+        """`_weights`' `weights` as float64, refused naming the method unless finite and of `shape` ([k] or [K, k]
+        for the k present tasks)."""
+        try:
+            array = np.asarray(weights, dtype=np.float64)
+        except (TypeError, ValueError):
+            array = None
+        if array is None or array.shape != shape or not np.all(np.isfinite(array)):
+            if array is not None and array.shape != shape:
+                shown = f"shape {list(array.shape)}"
+            else:
+                shown = repr(weights.tolist() if isinstance(weights, np.ndarray) else weights)
+            raise GradientMethodError(f"gradient method {self.name!r}: _weights returned {shown} for the "
+                                      f"{shape[-1]} tasks present in the step; it must return one finite weight per "
+                                      f"present task, shape {list(shape)}")
+        return array
 
     def _weights(self, gram: np.ndarray, tasks: np.ndarray) -> np.ndarray:
         raise NotImplementedError
