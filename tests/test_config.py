@@ -1749,3 +1749,18 @@ def test_launcher_variables_refused_on_a_resume_are_not_told_as_a_refused_value_
     assert capsys.readouterr().err == (
         "error: environment variable WORLD_SIZE is set (2) but RANK is not: set RANK to this process's rank, 0 to 1 "
         "(torchrun and the deepspeed launcher set both), or unset WORLD_SIZE to train one process\n")
+
+
+def test_print_config_refuses_fp16_on_a_gpu_machine_training_on_its_cpu(monkeypatch, capsys):
+    # kills a mutant of print_checked_config that the tests let live (the precision checked against
+    # torch.cuda.is_available, not trains_on_gpu): a GPU machine training on its CPU (DS_ACCELERATOR=cpu) was shown
+    # fp16 as fine, which its run refuses (DeepSpeed refuses fp16 on the CPU)
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    assert cli_main(["train", "--print-config", "--set", "training.precision=fp16"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.splitlines()[-1] == (
+        "error: training.precision: fp16 is not supported on CPU (DeepSpeed refuses it) and T5 is known to overflow in "
+        "fp16; use auto (the default), bf16 or fp32")
