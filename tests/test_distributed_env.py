@@ -553,3 +553,19 @@ def _cpu_start_up_to_joining(monkeypatch, extensions_dir: Path):
             distributed.init_distributed()
 
     return start
+
+
+def test_a_gpu_machine_trains_on_its_gpu_unless_ds_accelerator_names_the_cpu(monkeypatch):
+    # kills a mutant of trains_on_gpu that the tests let live (an unset DS_ACCELERATOR read as the CPU's): a GPU
+    # machine that sets nothing trains on its GPU, as DeepSpeed picks its CUDA accelerator there
+    from t2t_mtl.engine.distributed import trains_on_gpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+    assert trains_on_gpu()
+    for accelerator, on_gpu in (("cuda", True), ("cpu", False)):
+        monkeypatch.setenv("DS_ACCELERATOR", accelerator)
+        assert trains_on_gpu() is on_gpu
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("DS_ACCELERATOR", "cuda")
+    assert not trains_on_gpu()  # (no GPU to train on)
