@@ -606,3 +606,10 @@ def test_a_packer_refuses_an_item_larger_than_its_tasks_rows_room_without_readin
     assert [packer.place(item) for item in [(0, 3, 1), (0, 1, 5), (1, 1, 1)] * 20] == [None] * 60 and reads == []
     assert packer.place((0, 2, 4)) == 0 and packer.place((0, 1, 4)) == 1  # (room left: 2 / 4 in each row)
     assert packer.used_rows() == [[0, 4], [1, 5], [2], [3]]
+
+
+def test_a_packer_places_an_empty_item_of_a_task_it_has_not_seen_in_a_row_of_its_own():
+    # was a KeyError: an item of no input and no target fitted the unseen task's room (0, 0), whose rows were read
+    packer = FirstFit(rows=2, input_capacity=10, target_capacity=5)
+    assert packer.place((3, 0, 0)) == 0 and packer.place((4, 0, 0)) == 1 and packer.place((3, 0, 0)) == 0
+    assert packer.used_rows() == [[0, 2], [1]]

@@ -61,7 +61,7 @@ class FirstFit:
         # the first row of the task with room, else the first empty row: empty rows come after every row holding a
         # task, so only the task's own rows are looked at (not every row's task and room), and none of them for an
         # item larger than the room they were last seen to have (a packed draw tries every waiting item that way)
-        room_in, room_tgt = self._room.get(task, (0, 0))
+        room_in, room_tgt = self._room.get(task, (-1, -1))  # (-1: a task without rows has none, for an empty item too)
         if n_in <= room_in and n_tgt <= room_tgt:
             for r in self._task_rows[task]:
                 row = self.rows[r]
