@@ -87,8 +87,9 @@ def _slurm_job_port(job_id: str) -> str:
 
 
 def fill_env_from_launcher() -> None:
-    """Derive the torch.distributed variables from SLURM or a bare process when they are missing; a ConfigError naming
-    the variable where the launcher's are unusable (`check_launch_variables`: RANK without WORLD_SIZE, say)."""
+    """Derive the torch.distributed variables from SLURM or a bare process when they are missing; a
+    LaunchEnvironmentError naming the variable where the launcher's are unusable (`check_launch_variables`: RANK
+    without WORLD_SIZE, say)."""
     check_launch_variables()
     env = os.environ
     if started_by_srun():
@@ -454,7 +455,7 @@ def _default_wait_timeout() -> Iterator[None]:
     bad = None
     try:
         wait_timeout()
-    except ValueError:  # (its ConfigError)
+    except ValueError:  # (its LaunchEnvironmentError)
         bad = os.environ.pop(WAIT_TIMEOUT_VARIABLE)
     try:
         yield
