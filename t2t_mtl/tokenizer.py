@@ -296,8 +296,7 @@ def load_tokenizer(name_or_path: PathLike) -> PreTrainedTokenizerBase:
     ``tokenizer_config.json``, like a bare copy of T5's vocabulary) loads as a T5 tokenizer, so its EOS,
     pad and sentinels are set as T5 defines them; a bare vocabulary whose ids 0-2 are not ``<pad>``, ``</s>``,
     ``<unk>``, a bare SentencePiece model T5's tokenizer would encode otherwise (BPE, word, byte fallback, other
-    whitespace options) or a bare
-    ``tokenizer.json`` of another model kind (BPE, WordPiece, ...) is refused with a
+    whitespace options) or a bare ``tokenizer.json`` of another model kind (BPE, WordPiece, ...) is refused with a
     `TokenizerLoadError`, and so is a tokenizer without a vocabulary (a ``tokenizer_config.json`` whose
     ``tokenizer.json`` / ``spiece.model`` is missing).
     """

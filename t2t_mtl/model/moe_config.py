@@ -192,6 +192,7 @@ def moe_mapping(value: Any) -> Dict[str, Any]:
         raise MoEConfigError(f"model.moe must be a mapping such as {{num_experts: 8, top_k: 2}}, got {value!r}")
     return dict(value)
 
+
 def unread_moe_keys(routing: str, dropless: bool) -> Dict[str, str]:
     """{key: the setting that leaves it unread} of the `model.moe` keys a layer with this `routing` and `dropless`
     never reads: the capacity keys and backend under routing task (no capacity, no routing kernel), the capacity
