@@ -36,9 +36,9 @@ def check_special_ids(tokenizer: Any, cfg: Config, saved: Optional[Dict[str, Any
         ours, theirs = getattr(tokenizer, name), getattr(model, name)
         if ours != theirs:
             raise ConfigError(f"{source} has {name} {ours}, but model.name_or_path {cfg.model.name_or_path!r} has "
-                              f"{theirs}: " + fitting_tokenizer(cfg, "a tokenizer with the model's special ids",
-                                                                ", such as the model's own tokenizer (tokenizer.path "
-                                                                "unset)"))
+                              f"{theirs}: " + unfit_tokenizer_advice(
+                                  cfg, "a tokenizer with the model's special ids",
+                                  ", such as the model's own tokenizer (tokenizer.path unset)"))
 
 
 def check_vocabulary_fits(tokenizer: Any, cfg: Config, saved: Optional[Dict[str, Any]] = None) -> None:
@@ -54,11 +54,11 @@ def check_vocabulary_fits(tokenizer: Any, cfg: Config, saved: Optional[Dict[str,
         raise ConfigError(
             f"{run_tokenizer_name(cfg)} has {tokens} tokens, but model.name_or_path {cfg.model.name_or_path!r} has "
             f"{rows} embedding rows (vocab_size), so the ids from {rows} on would index no row: "
-            + fitting_tokenizer(cfg, "the tokenizer the model was trained with",
-                                " (tokenizer.path unset: the model's own)"))
+            + unfit_tokenizer_advice(cfg, "the tokenizer the model was trained with",
+                                     " (tokenizer.path unset: the model's own)"))
 
 
-def fitting_tokenizer(cfg: Config, which: str, own: str) -> str:
+def unfit_tokenizer_advice(cfg: Config, which: str, own: str) -> str:
     """The advice of a refusal of a tokenizer that does not fit the pretrained model: where tokenizer.path named it,
     to use `which` tokenizer, `own` (following it) pointing at the model's own; where the run uses the model's own
     already (tokenizer.path unset), to set tokenizer.path to `which`."""
