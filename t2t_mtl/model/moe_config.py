@@ -195,8 +195,8 @@ def moe_mapping(value: Any) -> Dict[str, Any]:
 
 def unread_moe_keys(routing: str, dropless: bool) -> Dict[str, str]:
     """{key: the setting that leaves it unread} of the `model.moe` keys a layer with this `routing` and `dropless`
-    never reads: the capacity keys and backend under routing task (no capacity, no routing kernel), the capacity
-    keys under dropless, unseen_task_routing under routing token (task_names and expert_ids left out)."""
+    never reads: the capacity keys, dropless and backend under routing task (no capacity, no routing kernel), the
+    capacity keys under dropless, unseen_task_routing under routing token (task_names and expert_ids left out)."""
     capacity = ("capacity_factor", "eval_capacity_factor", "min_capacity")
     if routing == "task":
         return dict.fromkeys((*capacity, "dropless", "backend"), "routing task")
