@@ -228,7 +228,8 @@ def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
     (`data.tasks.b=3` changes b's rate and keeps the other tasks). Dotted keys inside a key an earlier entry set to
     null start a fresh mapping of it, which replaces the lower layers' value (`model.dims=null`,
     `model.dims.dropout_rate=0.2`: dims holding that rate alone); a top-level section's (`training=null`,
-    `training.steps=5`) merges into theirs, as a null section keeps theirs."""
+    `training.steps=5`) merges into theirs, as a null section keeps theirs. One string, not a list of them, is a
+    ConfigError giving the list to write."""
     if isinstance(overrides, str):  # (from Python: its letters are no overrides)
         raise ConfigError(f"overrides must be a list of KEY=VALUE strings (as --set takes them), got the string "
                           f"{overrides!r}: write [{overrides!r}]")

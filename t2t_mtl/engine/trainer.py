@@ -148,7 +148,7 @@ class TrainResult:
 def as_config(config: Union[Config, Mapping[str, Any], str, Path, None], overrides: Sequence[str] = ()) -> Config:
     """A Config validated once from a Config (checked again, as edited in Python, into a copy that keeps its
     `base_only_keys` the `overrides` leave alone), a dict (its `base:` read as a YAML file's), a YAML path / packaged
-    name, or None (quickstart)."""
+    name, or None (quickstart); a `config` of another type is a ConfigTypeError saying what it takes."""
     if isinstance(config, (Config, Mapping)):
         return load_config(None, overrides, extra=config) if overrides else config_from_dict(config)
     if not isinstance(config, (str, os.PathLike, type(None))):
