@@ -19,7 +19,8 @@ def started_by_srun() -> bool:
 
 def launched_world_size() -> int:
     """The number of ranks the launcher started (WORLD_SIZE, else srun's SLURM_NTASKS; 1 for a bare process),
-    read without joining or changing the environment."""
+    read without joining or changing the environment; a LaunchEnvironmentError naming WORLD_SIZE where it is no
+    whole number."""
     env = os.environ
     if "WORLD_SIZE" in env:
         return _whole_number("WORLD_SIZE")
@@ -28,7 +29,7 @@ def launched_world_size() -> int:
 
 def launched_rank() -> int:
     """This process's rank as the launcher set it (RANK, else srun's SLURM_PROCID; 0 for a bare process), read
-    without joining or changing the environment."""
+    without joining or changing the environment; a LaunchEnvironmentError naming RANK where it is no whole number."""
     env = os.environ
     if "RANK" in env:
         return _whole_number("RANK")
