@@ -723,7 +723,7 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
                     evaluate_zero_shot(step)
             if logged:  # the adaptive state after this step: what the sampler draws by, the losses' weights
                 extra["task_probability"] = sampler.probabilities()
-                extra.update(sampler.logged_state())  # (a bandit's values or Beta parameters)
+                extra.update(sampler.logged_state())  # (a bandit's values or Beta parameters, a registered one's own)
                 extra["task_weight"] = weighting.task_weights(epoch, progress.weighting_stats)
             if surgery is not None and not poisoned and surgery.stats() is not None:
                 extra["gradient_surgery"] = surgery.stats()  # per-task gradient norms and cosines (from G)
