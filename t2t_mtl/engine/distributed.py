@@ -433,7 +433,7 @@ def report_failed_start(join: Callable[[], DistEnv] = init_distributed) -> None:
     torchrun, the pdsh launcher, srun without --kill-on-bad-exit — would not stop them). Once the group exists (the
     others are past that check), it only leaves it (`leave_process_group`); a join that fails itself is left at that,
     though not for this rank's own bad T2T_MTL_WAIT_TIMEOUT (its stop, perhaps: `_default_wait_timeout`). A no-op for
-    one process."""
+    one process, and for a rank whose launcher variables give it no place to join by (`launch_variables_problem`)."""
     import torch.distributed as dist
 
     if launch_variables_problem() is not None or launched_world_size() <= 1:  # (a rank without a place joins nothing)
