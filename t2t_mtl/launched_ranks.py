@@ -40,13 +40,17 @@ def launch_variables_problem() -> Optional[str]:
     """What makes the launcher's variables unusable, naming the variable and what to set; None where they are usable
     (none set: one process; srun's own). RANK and WORLD_SIZE come together, as torchrun and the `deepspeed` launcher
     set them (without WORLD_SIZE DeepSpeed looks for MPI instead, and a WORLD_SIZE of several ranks without RANK would
-    train one process alone), whole numbers with 0 <= RANK < WORLD_SIZE; LOCAL_RANK a whole number."""
+    train one process alone), whole numbers with 0 <= RANK < WORLD_SIZE (so WORLD_SIZE at least 1); LOCAL_RANK a
+    whole number."""
     env = os.environ
     if started_by_srun():
         return None
     for name in RANK_VARIABLES:
         if name in env and not _is_whole_number(env[name]):
             return _not_a_whole_number(name)
+    if "WORLD_SIZE" in env and int(env["WORLD_SIZE"]) == 0:
+        return (f"environment variable WORLD_SIZE must be at least 1 (the number of ranks of the job, as torchrun and "
+                f"the deepspeed launcher set it), got {env['WORLD_SIZE']!r}")
     if "RANK" in env and "WORLD_SIZE" not in env:
         return (f"environment variable RANK is set ({env['RANK']}) but WORLD_SIZE is not: set WORLD_SIZE to the "
                 f"number of ranks of the job (torchrun and the deepspeed launcher set both), or unset RANK to train "

@@ -569,3 +569,17 @@ def test_a_gpu_machine_trains_on_its_gpu_unless_ds_accelerator_names_the_cpu(mon
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("DS_ACCELERATOR", "cuda")
     assert not trains_on_gpu()  # (no GPU to train on)
+
+
+@pytest.mark.parametrize("given", [{"WORLD_SIZE": "0"}, {"RANK": "0", "WORLD_SIZE": "00"}])
+def test_a_world_size_of_no_rank_is_refused_as_such(monkeypatch, given):
+    # was "set RANK to this process's rank, 0 to -1" without RANK, "RANK is 0, but WORLD_SIZE is 0" with it
+    from t2t_mtl.launched_ranks import launch_variables_problem
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_STEP_ID"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in given.items():
+        monkeypatch.setenv(key, value)
+    assert launch_variables_problem() == (
+        f"environment variable WORLD_SIZE must be at least 1 (the number of ranks of the job, as torchrun and the "
+        f"deepspeed launcher set it), got {given['WORLD_SIZE']!r}")
