@@ -519,8 +519,9 @@ def test_a_cpu_start_waiting_for_a_build_lock_that_stays_says_which_file_to_remo
         threading.Timer(removed_after, (folder / "lock").unlink).start()
     start()
     waited = (f"waiting for {folder / 'lock'} to go before loading DeepSpeed's shared-memory op: another process is "
-              f"building or loading the op there now, or one stopped while it did left the file, and then this start "
-              f"waits forever: remove the file if no process on this machine is building the op\n")
+              f"building or loading the op there now, or a process stopped while it held the lock left the file "
+              f"behind, and then this start waits forever: remove the file if no process on this machine is building "
+              f"the op\n")
     assert capsys.readouterr().err == (waited if removed_after is None else "") + "joining\n"
 
 

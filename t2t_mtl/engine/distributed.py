@@ -151,9 +151,9 @@ def init_distributed(num_threads: int | None = None) -> DistEnv:
         lock = None if cuda or local_rank != 0 else held_build_lock()
         if lock is not None:
             print(f"waiting for {lock} to go before loading DeepSpeed's shared-memory op: another process is building "
-                  f"or loading the op there now, or one stopped while it did left the file, and then this start waits "
-                  f"forever: remove the file if no process on this machine is building the op", file=sys.stderr,
-                  flush=True)
+                  f"or loading the op there now, or a process stopped while it held the lock left the file behind, "
+                  f"and then this start waits forever: remove the file if no process on this machine is building the "
+                  f"op", file=sys.stderr, flush=True)
         printed = io.StringIO()
         try:  # (DeepSpeed prints on stdout that it loaded its shared-memory op, on every CPU start)
             with contextlib.redirect_stdout(printed):
