@@ -584,3 +584,18 @@ def test_a_world_size_of_no_rank_is_refused_as_such(monkeypatch, given):
     assert launch_variables_problem() == (
         f"environment variable WORLD_SIZE must be at least 1 (the number of ranks of the job, as torchrun and the "
         f"deepspeed launcher set it), got {given['WORLD_SIZE']!r}")
+
+
+@pytest.mark.parametrize("given", [
+    {"WORLD_SIZE": "1"},  # one process: no RANK to pair with it
+    {"RANK": " 1", "WORLD_SIZE": "2 ", "LOCAL_RANK": " 0 "},  # whole numbers with spaces around, as int() reads them
+    {"SLURM_STEP_ID": "0", "SLURM_PROCID": "1", "SLURM_NTASKS": "2", "WORLD_SIZE": "2"},  # srun's own ranks
+])
+def test_launcher_variables_a_rank_can_take_its_place_by_are_no_problem(monkeypatch, given):
+    from t2t_mtl import launched_ranks
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_STEP_ID", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in given.items():
+        monkeypatch.setenv(key, value)
+    assert launched_ranks.launch_variables_problem() is None
