@@ -92,3 +92,39 @@ def test_an_older_list_of_states_gives_the_rank_on_a_later_gpu_its_entry_or_noth
     generators[1] = fresh.clone()
     set_rng_state({**state, "cuda": [first]})  # (saved on a machine of one GPU)
     assert torch.equal(generators[1], fresh) and torch.equal(generators[0], fresh)
+
+
+@pytest.mark.parametrize("cuda_started", [False, True])
+def test_the_callers_generators_are_put_back_after_the_block_and_the_gpus_only_where_cuda_was_started(monkeypatch,
+                                                                                                     cuda_started):
+    # kills mutants of callers_rng_kept no test let live: the CPU generators left as the block drew them, every GPU's
+    # left as the block set it where CUDA was started, and CUDA started (to read the GPUs' states) where it was not
+    import random
+
+    import numpy as np
+
+    from t2t_mtl.engine.rng_states import callers_rng_kept
+
+    gpus = [torch.full((16,), 1, dtype=torch.uint8), torch.full((16,), 2, dtype=torch.uint8)]
+    set_all = []
+
+    def get_all():
+        assert cuda_started, "a GPU's state was read before CUDA was started"
+        return [state.clone() for state in gpus]
+
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: cuda_started)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", get_all)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: set_all.append([s.clone() for s in states]))
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    random.seed(3), np.random.seed(3), torch.manual_seed(3)
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    random.seed(3), np.random.seed(3), torch.manual_seed(3)
+    with callers_rng_kept():
+        random.seed(7), np.random.seed(7), torch.manual_seed(7)
+        random.random(), np.random.rand(), torch.rand(1)
+        gpus[:] = [torch.zeros(16, dtype=torch.uint8)] * 2
+    assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(1), expected[2])
+    if cuda_started:
+        assert len(set_all) == 1 and [s.tolist() for s in set_all[0]] == [[1] * 16, [2] * 16]
+    else:
+        assert set_all == []
