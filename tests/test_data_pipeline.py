@@ -684,3 +684,22 @@ def test_text_the_tokenizer_writes_as_no_token_at_all_is_warned_about_by_task_an
     cut = Task("cut_rows", GeneratorSource(_rows_with_special_text, num_rows=3), [Template("xy", "{{x}} ||| {{y}}")])
     tokenize_task(cut, tokenizer, split="train", max_input_length=32, max_target_length=1, cache_dir=None)
     assert "truncated" in caplog.text and "no token at all" not in caplog.text  # (cut to the EOS: the limit's doing)
+
+
+def _rows_of_a_dropped_target(split, num_rows, seed):
+    return [{"x": "plain words", "y": "\u200b"}, {"x": "fine", "y": "yes"}]
+
+
+def test_targets_alone_written_as_no_token_are_warned_about_and_inputs_cut_to_the_eos_are_not(t5_tokenizer_dir, caplog):
+    # kills mutants of warn_tokenless_rows the test above let live: an input cut to the EOS by max_input_length read
+    # against the targets' truncation flags (counted as tokenless), and the warning said only where an input is one
+    from t2t_mtl.tokenizer import load_tokenizer
+    from task_registry import GeneratorSource, Task, Template
+
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    task = Task("invisible_target", GeneratorSource(_rows_of_a_dropped_target, num_rows=2),
+                [Template("xy", "{{x}} ||| {{y}}")])
+    stream = tokenize_task(task, tokenizer, split="train", max_input_length=1, max_target_length=8, cache_dir=None)
+    assert stream.dataset["input_ids"] == [[tokenizer.eos_token_id]] * 2  # both cut to the EOS: the limit's doing
+    assert "task invisible_target/train: 0 of 2 inputs and 1 targets are text the tokenizer writes as no token" in (
+        caplog.text)
