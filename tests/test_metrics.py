@@ -825,3 +825,13 @@ def test_a_chosen_index_outside_the_examples_answer_choices_is_refused_naming_it
     with pytest.raises(EvaluationError, match=rf"^metric '{metric}': example 1 chose {chosen[1]}, no position among "
                                               rf"its 2 answer choices \(0 to 1; -1 for none\)$"):
         score_predictions([metric], ["a", "b"], [choices[0][0], choices[1][0]], choices, chosen=chosen)
+
+
+def test_a_group_metrics_label_id_that_is_no_whole_number_is_refused_naming_the_metric():
+    # kills a mutant no test let live: group_label metrics left out of the whole-number check (0.5 read as label 0:
+    # the group of q0 scored as all right)
+    with pytest.raises(ValueError, match=r"^metric 'group_exact_match': prediction 1 is 0.5, not a label id: give "
+                                         r"whole numbers \(-1 for a prediction outside the answer choices\)$"):
+        compute_metric("group_exact_match", [1, 0.5], [1, 0], groups=["q0", "q0"])
+    with pytest.raises(ValueError, match=r"^metric 'group_exact_match': reference 0 is 'yes', not a label id"):
+        compute_metric("group_exact_match", [1, 0], ["yes", 0], groups=["q0", "q0"])
