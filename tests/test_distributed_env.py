@@ -599,3 +599,21 @@ def test_launcher_variables_a_rank_can_take_its_place_by_are_no_problem(monkeypa
     for key, value in given.items():
         monkeypatch.setenv(key, value)
     assert launched_ranks.launch_variables_problem() is None
+
+
+def test_a_cpu_start_of_a_later_local_rank_does_not_wait_for_or_speak_of_the_build_lock(monkeypatch, tmp_path,
+                                                                                        capsys):
+    # kills a mutant no test let live: every rank of the node, not its local rank 0 alone, waiting out the grace and
+    # saying it waits for a lock that stays (one line a rank, each the same)
+    from t2t_mtl.engine import distributed
+
+    start = _cpu_start_up_to_joining(monkeypatch, tmp_path)
+    monkeypatch.setattr(distributed, "BUILD_LOCK_GRACE_S", 0.2, raising=False)
+    for key, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(key, value)
+    folder = tmp_path / "deepspeed_shm_comm"
+    folder.mkdir()
+    (folder / "deepspeed_shm_comm.so").write_bytes(b"")
+    (folder / "lock").write_bytes(b"")
+    start()
+    assert capsys.readouterr().err == "joining\n"
