@@ -16,6 +16,7 @@ from t2t_mtl.engine.deepspeed_replaced_keys import replaced_training_keys
 from t2t_mtl.engine.run_mixture import training_rates
 from t2t_mtl.engine.run_sampling import run_sampling_config, size_based
 from t2t_mtl.engine.signal_checks import validation_users
+from t2t_mtl.model.moe_config import unread_moe_keys
 
 if TYPE_CHECKING:
     from t2t_mtl.sampling import MixtureSampler
@@ -200,9 +201,10 @@ def idle_curriculum_warning(weighting: Any, last_epoch: float, total_examples: i
 
 
 def _moe_warnings(moe: Mapping[str, Any]) -> List[str]:
-    """Keys of the `model.moe` section its routing does not read (capacity and backend under routing task, capacity
-    under dropless, unseen-task routing under routing token), one expert, among which the routing has nothing to
-    choose, and renormalised top-1 gates, which are all 1, so the training loss gives the routing no gradient."""
+    """Keys of the `model.moe` section its routing does not read (`unread_moe_keys`: capacity and backend under
+    routing task, capacity under dropless, unseen-task routing under routing token), one expert, among which the
+    routing has nothing to choose, and renormalised top-1 gates, which are all 1, so the training loss gives the
+    routing no gradient."""
     out: List[str] = []
     one_expert = type(moe.get("num_experts")) is int and moe["num_experts"] == 1  # (true, 1.0: refused at build)
     if one_expert:
@@ -216,22 +218,23 @@ def _moe_warnings(moe: Mapping[str, Any]) -> List[str]:
                    f"training loss gives {routed_by.get(moe.get('routing'), 'the router')} no gradient and only the "
                    f"auxiliary losses move them; leave renormalize unset (top-1 gates then stay the experts' scores, "
                    f"as in Switch) or set it false")
-    capacity_keys = [key for key in ("capacity_factor", "eval_capacity_factor", "min_capacity", "dropless")
-                     if key in moe]
-    if moe.get("routing") == "task" and capacity_keys:
+    unread = unread_moe_keys(moe.get("routing", "token"), moe.get("dropless") is True)
+    idle = [key for key in unread if key in moe]  # (the keys given that the routing leaves unread)
+    capacity_keys = [key for key in idle if key != "backend" and unread[key] == "routing task"]
+    if capacity_keys:
         out.append(f"model.moe.{', model.moe.'.join(capacity_keys)}: routing task sends every token of a task to "
                    f"its experts with no capacity limit, so {'it has' if len(capacity_keys) == 1 else 'they have'} "
                    f"no effect")
-    idle_capacity = [key for key in capacity_keys if key != "dropless"]
-    if moe.get("dropless") is True and moe.get("routing") != "task" and idle_capacity:
+    idle_capacity = [key for key in idle if unread[key] == "dropless"]
+    if idle_capacity:
         out.append(f"model.moe.{', model.moe.'.join(idle_capacity)}: dropless: true routes every token's top-k "
                    f"choices with no capacity limit, so {'it has' if len(idle_capacity) == 1 else 'they have'} "
                    f"no effect")
-    if moe.get("routing") == "task" and "backend" in moe:
+    if "backend" in idle:
         out.append("model.moe.backend: routing task runs no routing kernel (a task's experts are the top_k of its gate "
                    "row, chosen once per batch by the PyTorch reference), so it has no effect (it applies to routing "
                    "token and hybrid)")
-    if moe and moe.get("routing", "token") == "token" and "unseen_task_routing" in moe:
+    if "unseen_task_routing" in idle:
         out.append("model.moe.unseen_task_routing: routing token picks each token's experts by its own router, "
                    "whatever its task, so it has no effect (it applies to routing task and hybrid)")
     return out
