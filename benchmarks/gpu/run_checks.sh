@@ -46,7 +46,9 @@ export PYTHONUNBUFFERED=1 DS_ACCELERATOR=cuda DS_BUILD_OPS=0 T2T_MTL_TRITON_ON_G
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 } 2>&1 | tee "$OUT/env.txt"
 step gradproj 160 gradproj.md python3 benchmarks/gradproj.py --device cuda
-step moe 150 moe.md python3 benchmarks/moe.py --device cuda --repeats 5 --ds-einsum-budget-gb 16
+# DeepSpeed's einsum gating (dense [S, E, C] tensors) runs wherever moe.py estimates it under 40 GiB: every
+# N <= 16k case, the sizes issue 6's target names (k = 2: ~20 GiB estimated, about half that measured), not 64k.
+step moe 150 moe.md python3 benchmarks/moe.py --device cuda --repeats 5 --ds-einsum-budget-gb 40
 # The kernel tests build ~135 kernel variants (sm_90 with Triton 3.6: 0.1-2.6 s each, the E = 16384 dispatch tiles
 # 6 and 11 s): one at a time that is most of the limit, so they run in 8 pytest-xdist workers where python3 has
 # it (the H200 image does).
