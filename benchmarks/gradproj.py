@@ -40,7 +40,7 @@ sys.path.append(str(Path(__file__).resolve().parent))  # cpu_memory, beside this
 import cpu_memory  # noqa: E402
 import t2t_kernels.gradproj as gradproj  # noqa: E402
 import t2t_kernels.gradproj.reference as gradproj_reference  # noqa: E402
-from t2t_mtl.cli.common import comma_list_argument  # noqa: E402
+from t2t_mtl.cli.common import below_one, comma_list_argument  # noqa: E402
 from t2t_mtl.gradients import GradientSurgery, pcgrad_weights, random_orders, textbook  # noqa: E402
 
 SLOW_SECONDS = 2.0  # contenders slower than this are timed once
@@ -379,8 +379,11 @@ def training_step_table(device: str, num_tasks: int = 4, repeats: int = 3) -> li
 
 
 def _count(text: str) -> int:
-    """A count written as an integer or in float notation (`1e7`)."""
-    return int(float(text))
+    """A count of at least 1 written as an integer or in float notation (`1e7`)."""
+    count = float(text)
+    if not 1 <= count < float("inf"):
+        raise ValueError(f"{text} is not a count of at least 1")
+    return int(count)
 
 
 def main() -> int:
@@ -395,6 +398,9 @@ def main() -> int:
     parser.add_argument("--p", type=comma_list_argument("--p", "parameter counts", _count), default=None,
                         help="comma-separated parameter counts, e.g. 1e7,1e9 (overrides)")
     args = parser.parse_args()
+    invalid = below_one(args, ("repeats", "threads"))
+    if invalid:
+        parser.error(invalid)
     torch.set_num_threads(args.threads)
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

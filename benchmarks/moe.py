@@ -40,10 +40,11 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu" if "--device" not in sys.argv or "
 
 import cpu_memory  # noqa: E402
 from t2t_kernels.moe import combine, expert_capacity, permute, plan_dispatch, route  # noqa: E402
-from t2t_mtl.cli.common import comma_list_argument  # noqa: E402
+from t2t_mtl.cli.common import below_one, comma_list_argument  # noqa: E402
 
 CAPACITY_FACTOR = 1.25
 MIN_CAPACITY = 4
+METHODS = ("ours", "ds-sparse", "ds-einsum")
 
 
 # ------------------------------------------------------------------------------------------- methods
@@ -186,6 +187,21 @@ def run_case(method: str, n: int, e: int, d: int, k: int, device: str, repeats: 
     return result
 
 
+def _method(name: str) -> str:
+    """A name of METHODS (any other would run as DeepSpeed's einsum gating, unbudgeted, under its own label)."""
+    if name not in METHODS:
+        raise ValueError(f"{name} is not one of {', '.join(METHODS)}")
+    return name
+
+
+def _size(text: str) -> int:
+    """An N, E, d or k value: an integer of at least 1."""
+    size = int(text)
+    if size < 1:
+        raise ValueError(f"{text} is below 1")
+    return size
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="N=4k only, E∈{8,64}, d=512")
@@ -195,12 +211,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--ds-einsum-budget-gb", type=float, default=2.0)
     # (a list default: argparse converts a string default, and the conversion imports task_registry, which the GPU
     # pass's image may lack the dependencies of)
-    parser.add_argument("--methods", type=comma_list_argument("--methods", "methods"),
-                        default=["ours", "ds-sparse", "ds-einsum"], help="comma-separated (default: all three)")
+    parser.add_argument("--methods", type=comma_list_argument("--methods", "methods", _method),
+                        default=list(METHODS), help=f"comma-separated of {', '.join(METHODS)} (default: all three)")
     for flag in ("n", "e", "d", "k"):
-        parser.add_argument(f"--{flag}", type=comma_list_argument(f"--{flag}", f"{flag.upper()} values", int),
+        parser.add_argument(f"--{flag}", type=comma_list_argument(f"--{flag}", f"{flag.upper()} values", _size),
                             default=None, help=f"comma-separated {flag.upper()} values (override)")
     args = parser.parse_args(argv)
+    invalid = below_one(args, ("repeats", "threads"))
+    if invalid:
+        parser.error(invalid)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():

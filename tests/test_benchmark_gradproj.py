@@ -354,3 +354,14 @@ def test_cuda_table_goes_on_past_a_size_that_fails_and_the_script_exits_1(monkey
     monkeypatch.setattr(sys, "argv", ["gradproj.py", "--device", "cuda", "--t", "2,3", "--p", "1e4"])
     assert benchmark.main() == 1
     assert "(training step table)" in capsys.readouterr().out
+
+
+def test_a_count_below_one_is_refused_naming_the_option():
+    """`--repeats 0` (no timed call: an AttributeError on the missing result), `--threads 0` (torch's RuntimeError) and
+    `--t 0` (gram's error on T = 0 tasks) were raw tracebacks; each is a usage error naming its option."""
+    for args, says in ((["--repeats", "0"], "--repeats must be at least 1, got 0"),
+                       (["--threads", "0"], "--threads must be at least 1, got 0"),
+                       (["--t", "2,0"], "--t '2,0': 0 is not a count of at least 1")):
+        proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "gradproj.py"), *args],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)

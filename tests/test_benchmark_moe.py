@@ -122,3 +122,16 @@ sys.exit(module.main(["--n", "64,96", "--e", "4", "--d", "8", "--k", "1", "--rep
     assert rows["64"][4:7] == ["error", "", ""] and float(rows["64"][7]) > 0 and rows["64"][10] == "", rows
     assert all(float(rows["96"][i]) > 0 for i in (4, 5, 7, 8)) and rows["96"][10].endswith("×"), rows  # the times
     assert "# ours failed at N=64 E=4 d=8 k=1: RuntimeError: out of resource: shared memory" in proc.stdout
+
+
+def test_an_unknown_method_or_a_count_below_one_is_refused_naming_the_option():
+    """A misspelt method (`ds_sparse`) ran DeepSpeed's einsum gating under that label, past the einsum memory budget
+    (which only `ds-einsum` was held to); `--repeats 0` ended in min() of no times and `--k 0` in an `error` row.
+    Each is a usage error naming its option."""
+    for args, says in ((["--methods", "ours,ds_sparse"], "--methods 'ours,ds_sparse': ds_sparse is not one of ours, "
+                                                         "ds-sparse, ds-einsum"),
+                       (["--repeats", "0"], "--repeats must be at least 1, got 0"),
+                       (["--k", "0"], "--k '0': 0 is below 1")):
+        proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "moe.py"), *args],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
