@@ -371,3 +371,20 @@ def test_export_task_names_its_source_by_an_absolute_path(moe_folder, tmp_path, 
         out = tmp_path / f"from_{given}"
         assert main(["export", given, "--task", "beta", "--out", str(out)]) == 0
         assert json.loads((out / "t2t_mtl_meta.json").read_text())["source"] == str(moe_folder.resolve()), given
+
+
+def test_export_task_of_a_name_neither_trained_nor_registered_is_refused_naming_both_with_the_closest(moe_folder,
+                                                                                                     tmp_path, capsys):
+    # was: "task 'glue_rt' is not one of the MoE model's tasks ['alpha', 'beta', 'gamma']", which neither said that a
+    # registered held-out task exports (glue_rte does: the unseen-task route's experts) nor suggested one
+    capsys.readouterr()
+    assert main(["export", str(moe_folder), "--task", "glue_rt", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err == (
+        "error: --task 'glue_rt' is neither a task the model was trained on (alpha, beta, gamma) nor a registered task "
+        "(a held-out task gets the experts that model.moe.unseen_task_routing (mean) routes it to); did you "
+        "mean 'glue_rte'?\n")
+    assert main(["export", str(moe_folder), "--task", "betaa", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.endswith("; did you mean 'beta'?\n")
+    assert not (tmp_path / "x").exists()
+    assert main(["export", str(moe_folder), "--task", "glue_rte", "--out", str(tmp_path / "rte")]) == 0
+    assert load_trained_model(tmp_path / "rte")[2]["unseen_task_routing"] == "mean"

@@ -127,7 +127,8 @@ def test_moe_checkpoint_exports_and_task_subnetwork_matches(moe_run, tmp_path, c
 
     capsys.readouterr()
     assert cli_main(["export", str(run_dir), "--task", "parityy", "--out", str(tmp_path / "x")]) == 2
-    assert "'parityy' is not one of the MoE model's tasks" in capsys.readouterr().err
+    assert ("--task 'parityy' is neither a task the model was trained on (reverse_words, parity, count_word) nor a "
+            "registered task") in capsys.readouterr().err
 
 
 def test_export_task_of_a_held_out_task_serves_the_unseen_route(moe_run, tmp_path):

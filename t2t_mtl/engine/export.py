@@ -295,8 +295,8 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
     the run's `data.tasks_dir`): it gets the mean adapter and the experts of the unseen-task route
     (`model.moe.unseen_task_routing`, recorded in the meta). `path`: a run dir, checkpoint dir or exported folder.
     Raises ExportError for a model with neither (hybrid routing: neither), or for a name that is neither trained nor
-    registered (adapters), and `MoEConfigError` for a name that is neither trained nor registered, or an unseen task
-    when `unseen_task_routing` is 'error'; `overwrite` false: an ExportError for an `out_dir` that holds files;
+    registered (with the closest of either), and `MoEConfigError` for an unseen task when `unseen_task_routing` is
+    'error'; `overwrite` false: an ExportError for an `out_dir` that holds files;
     `keep_moe` for a model without MoE layers: an ExportError."""
     from t2t_mtl.model.dense_task import dense_blocker, dense_t5, task_routes, zero_padding
     from t2t_mtl.model.moe import TaskAwareT5, extract_task_subnetwork
@@ -328,15 +328,10 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
                           f"(t2t-mtl eval --checkpoint {path})")
     names = list(model.routing_task_names or [])
     unseen = task not in names and _is_registered_task(task, (meta.get("config") or {}).get("data") or {})
+    served = _unseen_task_service(model.moe_config if moe_routed else None, adapters)
+    if task not in names and not unseen:
+        raise ExportError(_unknown_task_message(task, names, served))
     if adapters:
-        if task not in names and not unseen:
-            import task_registry
-            from task_registry.errors import close_matches
-
-            close = close_matches(task, [*names, *task_registry.list_tasks()], n=1, cutoff=0.6, substrings=False)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ExportError(f"--task {task!r} is neither a task the model was trained on ({', '.join(names)}) nor "
-                              f"a registered task (a held-out task gets the mean adapter){hint}")
         select_task_adapter(model, UNSEEN_TASK_ID if unseen else names.index(task))
     sub = extract_task_subnetwork(model, task, unseen=unseen) if moe_routed else model
     routes = task_routes(sub) if moe_routed and not keep_moe else None
@@ -359,6 +354,33 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
         meta["unseen_task_routing"] = model.moe_config.unseen_task_routing
     (out / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
     return out
+
+
+def _unseen_task_service(moe: Optional[Any], adapters: bool) -> str:
+    """What a task a model was not trained on gets in its sub-network, in words: the experts of the unseen-task route
+    of `moe` (the MoE settings of a task-routed model, else None), the mean adapter (`adapters`: per-task LoRA)."""
+    served = (["the mean adapter"] if adapters else []) + (
+        [f"the experts that model.moe.unseen_task_routing ({moe.unseen_task_routing}) routes it to"]
+        if moe is not None else [])
+    return " and ".join(served)
+
+
+def _closest_hint(task: str, names: List[str]) -> str:
+    """'; did you mean NAME?' with the one of `names` closest to `task`, or '' for none close."""
+    from task_registry.errors import close_matches
+
+    close = close_matches(task, names, n=1, cutoff=0.6, substrings=False)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _unknown_task_message(task: str, names: List[str], served: str) -> str:
+    """The refusal of `export --task task` for a name that is neither one of the model's trained tasks `names` nor a
+    registered task (`_is_registered_task`, which registered the run's own), saying what a held-out task would get
+    (`served`, `_unseen_task_service`), with the closest of either."""
+    import task_registry
+
+    return (f"--task {task!r} is neither a task the model was trained on ({', '.join(names)}) nor a registered task "
+            f"(a held-out task gets {served}){_closest_hint(task, [*names, *task_registry.list_tasks()])}")
 
 
 def _is_registered_task(name: str, data: Mapping[str, Any]) -> bool:
