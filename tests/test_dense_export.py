@@ -388,3 +388,23 @@ def test_export_task_of_a_name_neither_trained_nor_registered_is_refused_naming_
     assert not (tmp_path / "x").exists()
     assert main(["export", str(moe_folder), "--task", "glue_rte", "--out", str(tmp_path / "rte")]) == 0
     assert load_trained_model(tmp_path / "rte")[2]["unseen_task_routing"] == "mean"
+
+
+def test_export_task_of_a_task_the_model_was_not_trained_on_warns_that_it_gets_the_unseen_route(moe_folder, tmp_path,
+                                                                                              caplog):
+    # was: not a word, though such a folder holds another route's experts than its task's name says: a task a
+    # --keep-moe folder of beta was not trained on (the full model's alpha too, were it registered) got beta's
+    # experts under its own name
+    assert main(["export", str(moe_folder), "--task", "beta", "--keep-moe", "--out", str(tmp_path / "beta")]) == 0
+    for source, trained in ((moe_folder, "alpha, beta, gamma"), (tmp_path / "beta", "beta")):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="t2t_mtl.engine.export"):
+            assert main(["export", str(source), "--task", "glue_rte", "--out", str(tmp_path / "rte"),
+                         "--overwrite"]) == 0
+        assert [r.getMessage() for r in caplog.records if r.name == "t2t_mtl.engine.export"] == [
+            f"task 'glue_rte' is not one the model was trained on ({trained}), so the folder gets the experts "
+            f"that model.moe.unseen_task_routing (mean) routes it to, as evaluation serves a held-out task"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="t2t_mtl.engine.export"):
+        assert main(["export", str(moe_folder), "--task", "beta", "--out", str(tmp_path / "b")]) == 0
+    assert not [r for r in caplog.records if r.name == "t2t_mtl.engine.export"]

@@ -331,6 +331,9 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
     served = _unseen_task_service(model.moe_config if moe_routed else None, adapters)
     if task not in names and not unseen:
         raise ExportError(_unknown_task_message(task, names, served))
+    if unseen:  # (as predict warns of an input's task the model was not trained on)
+        logger.warning(f"task {task!r} is not one the model was trained on ({', '.join(names)}), so the folder "
+                       f"gets {served}, as evaluation serves a held-out task{_closest_hint(task, names)}")
     if adapters:
         select_task_adapter(model, UNSEEN_TASK_ID if unseen else names.index(task))
     sub = extract_task_subnetwork(model, task, unseen=unseen) if moe_routed else model
