@@ -408,3 +408,20 @@ def test_export_task_of_a_task_the_model_was_not_trained_on_warns_that_it_gets_t
     with caplog.at_level("WARNING", logger="t2t_mtl.engine.export"):
         assert main(["export", str(moe_folder), "--task", "beta", "--out", str(tmp_path / "b")]) == 0
     assert not [r for r in caplog.records if r.name == "t2t_mtl.engine.export"]
+
+
+def test_predict_warns_of_an_input_of_another_task_than_an_export_task_folders_as_of_its_moe_forms(moe_folder,
+                                                                                                  tmp_path, caplog):
+    # was: only the --keep-moe folder warned; the plain T5 of the same route answered alpha's input as beta's
+    # sub-network without a word
+    request = tmp_path / "alpha.jsonl"
+    request.write_text(json.dumps({"inputs": INPUTS[0], "task": "alpha"}) + "\n")
+    for form in ([], ["--keep-moe"]):
+        folder = tmp_path / f"beta{''.join(form)}"
+        assert main(["export", str(moe_folder), "--task", "beta", *form, "--out", str(folder)]) == 0
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="t2t_mtl.evaluation.predict"):
+            assert main(["predict", "--checkpoint", str(folder), "--max-new-tokens", "4", "--input", str(request)]) == 0
+        assert [r.getMessage() for r in caplog.records if r.name == "t2t_mtl.evaluation.predict"] == [
+            "task 'alpha' (1 of 1 inputs) is not one the model was trained on (beta), so it is answered as an unseen "
+            "task, as evaluation answers a held-out one"], form

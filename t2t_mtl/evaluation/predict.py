@@ -86,11 +86,13 @@ def _idle_task_error(task: str, registered: bool) -> EvaluationError:
 
 
 def _warn_of_untrained_tasks(model: Any, requests: Sequence[PredictRequest], default_task: Optional[str],
-                             tokens: Mapping[str, int]) -> None:
+                             tokens: Mapping[str, int], own_task: Optional[str] = None) -> None:
     """Log, once per name, each task of the inputs that the model computes per task but was not trained on (its
-    inputs take the unseen-task route and no task token), with the trained task it is close to: a misspelt name
-    is otherwise answered silently as an unseen task."""
-    trained = getattr(model, "routing_task_names", None) or list(tokens)
+    inputs take the unseen-task route and no task token), or that is not `own_task`, the one task of a model that
+    serves one (`implied_task`: an `export --task` folder, whose plain T5 answers every input as its task's
+    sub-network), with the trained task it is close to: a misspelt name is otherwise answered silently as an unseen
+    task."""
+    trained = getattr(model, "routing_task_names", None) or ([own_task] if own_task else list(tokens))
     if not trained:  # the model takes no task (plain T5, token routing): a task serves only its postprocess
         return
     given = [request.task or default_task for request in requests]
@@ -258,7 +260,7 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
                                  if protocol.pick_fields or protocol.truncation_side != "right")}
     task_ids = _task_ids(model, requests, default_task, task_tokens=bool(tokens), served=served,
                          registered={*postprocessing, *pick_protocols}, implied=implied)
-    _warn_of_untrained_tasks(model, requests, default_task, tokens)
+    _warn_of_untrained_tasks(model, requests, default_task, tokens, implied_task(model, meta))
     inputs = [_with_task_token(r.inputs, r.task or default_task, tokens) for r in requests]
     # a task token comes on top of the input limit, as in training and evaluation
     limits = [max_input_length + int(text != r.inputs) for text, r in zip(inputs, requests)]
