@@ -425,3 +425,23 @@ def test_predict_warns_of_an_input_of_another_task_than_an_export_task_folders_a
         assert [r.getMessage() for r in caplog.records if r.name == "t2t_mtl.evaluation.predict"] == [
             "task 'alpha' (1 of 1 inputs) is not one the model was trained on (beta), so it is answered as an unseen "
             "task, as evaluation answers a held-out one"], form
+
+
+def test_eval_of_an_export_task_folder_names_the_other_tasks_its_sub_network_answers_as_of_its_moe_form(
+        moe_folder, tmp_path, capsys):
+    # was: only the --keep-moe folder's report named parity as served by another route (its unseen-task route, beta's
+    # gate row); the plain T5 of the same route scored parity as beta's sub-network without a word
+    from t2t_mtl.evaluation import read_report
+
+    routes = {}
+    for form in ([], ["--keep-moe"]):
+        folder = tmp_path / f"beta{''.join(form)}"
+        assert main(["export", str(moe_folder), "--task", "beta", *form, "--out", str(folder)]) == 0
+        assert main(["eval", "--checkpoint", str(folder), "--tasks", "parity", "--max-examples", "2",
+                     "--scoring", "rank", "--no-progress", "--out", str(tmp_path / f"eval{''.join(form)}")]) == 0
+        routes[folder.name] = read_report(tmp_path / f"eval{''.join(form)}").unseen_tasks
+    assert routes == {"beta": {"parity": "the sub-network of task 'beta', which this export --task folder serves"},
+                      "beta--keep-moe": {"parity": "experts routed by model.moe.unseen_task_routing 'mean' (the mean "
+                                                   "of the trained tasks' gate rows)"}}
+    assert ("Tasks the model was not trained on, served by the unseen-task route (the sub-network of task 'beta', "
+            "which this export --task folder serves): parity") in capsys.readouterr().out

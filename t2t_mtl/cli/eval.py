@@ -392,6 +392,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         with logging_redirect_tqdm():  # (a warning while a task's bar is drawn: on a line of its own)
             report = evaluate_tasks(model, tokenizer, tasks, settings, name=name,
                                     rank=rank, world_size=world_size, progress=not args.no_progress)
+        _note_tasks_a_task_folder_was_not_exported_for(report, model, meta)
     except (task_registry.TaskFileError, KeyError, ValueError, FileNotFoundError) as error:
         return fail(error, args.tasks_dir or _find_key(meta, "tasks_dir"))  # (the run's: registered, nothing to add)
     except (RanksAtDifferentPhasesError, CollectiveBrokenError) as error:  # (as train: ranks apart, or one gone)
@@ -411,6 +412,21 @@ def _run_eval(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
     return 0
+
+
+def _note_tasks_a_task_folder_was_not_exported_for(report: Any, model: Any, meta: Mapping[str, Any]) -> None:
+    """Add to `report`'s `unseen_tasks` each evaluated task other than the one an `export --task` folder's plain T5
+    serves (its `meta`'s task: `implied_task`), which its sub-network answers, as the report names for the folder's
+    MoE form (`--keep-moe`, whose layers route a task it does not know by its one task's gate row)."""
+    from t2t_mtl.evaluation.predict import implied_task
+    from t2t_mtl.model.task_routing import routing_task_id
+
+    own = implied_task(model, meta)
+    if own is None or routing_task_id(model, own) is not None:  # (a model of task ids: the report names those)
+        return
+    for task in report.tasks():
+        if task != own:
+            report.unseen_tasks[task] = f"the sub-network of task {own!r}, which this export --task folder serves"
 
 
 def _write_out(report: Any, table: Optional[str], out: str) -> None:
