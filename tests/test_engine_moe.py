@@ -460,3 +460,24 @@ def test_training_steps_dropping_many_choices_over_capacity_are_warned_of_once_a
             f"dropped choice gives its token no output of that expert; raise capacity_factor, or set "
             f"model.moe.dropless: true (each logged step's share is its record's moe.dropped, per layer "
             f"moe.per_layer, TensorBoard moe/dropped)"]
+
+
+def test_the_export_of_a_token_routed_run_says_it_loads_without_task_ids_as_it_does(tmp_path, tok, capsys):
+    # was: "... load it with t2t_mtl.load_trained_model or t2t_mtl.model.moe.load_t5_or_moe and pass task_ids", which
+    # token routing never reads to route (its per-task expert counts aside)
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 2},
+                      model={"moe": {**MOE, "routing": "token", "dropless": True}})
+    train(cfg, evaluate_held_in=False)
+    capsys.readouterr()
+    assert cli_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == (
+        f"{tmp_path / 'hf'} holds mixture-of-experts layers: load it with t2t_mtl.load_trained_model or "
+        f"t2t_mtl.model.moe.load_t5_or_moe (its layers route each token by the token alone: no task ids); "
+        f"T5ForConditionalGeneration / AutoModelForSeq2SeqLM.from_pretrained would load it without its experts, those "
+        f"feed-forward layers freshly initialised")
+    full, tokenizer, _ = load_trained_model(tmp_path / "run")
+    exported, _, _ = load_trained_model(tmp_path / "hf")
+    batch = _batch(tokenizer, ["parity: 1 0 1", "parity: 1 1"])
+    with torch.no_grad():
+        assert torch.equal(exported(**batch).logits,
+                           full(**batch, task_ids=torch.full((2,), TASKS.index("parity"))).logits)

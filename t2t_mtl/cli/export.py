@@ -61,10 +61,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"exported {what} to {out}")
     moe = _moe_section(out)
     if moe:
+        ids = ("(its layers route each token by the token alone: no task ids)" if moe.get("routing") == "token" else
+               "and pass task_ids (the index in t2t_mtl_meta.json's tasks)")
         print(f"{out} holds mixture-of-experts layers: load it with t2t_mtl.load_trained_model or "
-              f"t2t_mtl.model.moe.load_t5_or_moe and pass task_ids (the index in t2t_mtl_meta.json's tasks); "
-              f"T5ForConditionalGeneration / AutoModelForSeq2SeqLM.from_pretrained would load it without its "
-              f"experts, those feed-forward layers freshly initialised")
+              f"t2t_mtl.model.moe.load_t5_or_moe {ids}; T5ForConditionalGeneration / "
+              f"AutoModelForSeq2SeqLM.from_pretrained would load it without its experts, those feed-forward layers "
+              f"freshly initialised")
     if args.task is not None:
         _print_task_form(out, args.task, moe)
     return 0
