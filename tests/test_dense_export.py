@@ -445,3 +445,24 @@ def test_eval_of_an_export_task_folder_names_the_other_tasks_its_sub_network_ans
                                                    "of the trained tasks' gate rows)"}}
     assert ("Tasks the model was not trained on, served by the unseen-task route (the sub-network of task 'beta', "
             "which this export --task folder serves): parity") in capsys.readouterr().out
+
+
+def test_export_task_of_a_held_out_task_where_unseen_task_routing_is_error_is_refused_without_a_warning(
+        tmp_path, t5_tokenizer_dir, capsys, caplog):
+    # was: a warning that the folder gets 'the experts that model.moe.unseen_task_routing (error) routes it to' before
+    # the refusal, and a refusal of an unknown name saying a held-out task gets them
+    tokenizer = load_tokenizer(t5_tokenizer_dir)
+    _moe(len(tokenizer), unseen_task_routing="error").save_pretrained(tmp_path / "moe")
+    tokenizer.save_pretrained(tmp_path / "moe")
+    capsys.readouterr()
+    with caplog.at_level("WARNING", logger="t2t_mtl.engine.export"):
+        assert main(["export", str(tmp_path / "moe"), "--task", "glue_rte", "--out", str(tmp_path / "rte")]) == 2
+    assert not [r for r in caplog.records if r.name == "t2t_mtl.engine.export"]
+    assert capsys.readouterr().err == (
+        "error: task 'glue_rte' is not one of the MoE model's tasks ['alpha', 'beta', 'gamma'] and "
+        "model.moe.unseen_task_routing='error' refuses unseen tasks; set it to 'mean' or to a trained task's name\n")
+    assert main(["export", str(tmp_path / "moe"), "--task", "glue_rt", "--out", str(tmp_path / "rte")]) == 2
+    assert capsys.readouterr().err == (
+        "error: --task 'glue_rt' is neither a task the model was trained on (alpha, beta, gamma) nor a registered task "
+        "(a held-out task gets no experts: model.moe.unseen_task_routing is error, which refuses it); did you mean "
+        "'glue_rte'?\n")

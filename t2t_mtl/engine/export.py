@@ -331,12 +331,12 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
     served = _unseen_task_service(model.moe_config if moe_routed else None, adapters)
     if task not in names and not unseen:
         raise ExportError(_unknown_task_message(task, names, served))
-    if unseen:  # (as predict warns of an input's task the model was not trained on)
-        logger.warning(f"task {task!r} is not one the model was trained on ({', '.join(names)}), so the folder "
-                       f"gets {served}, as evaluation serves a held-out task{_closest_hint(task, names)}")
     if adapters:
         select_task_adapter(model, UNSEEN_TASK_ID if unseen else names.index(task))
     sub = extract_task_subnetwork(model, task, unseen=unseen) if moe_routed else model
+    if unseen:  # (as predict warns of an input's task the model was not trained on; once served: not refused)
+        logger.warning(f"task {task!r} is not one the model was trained on ({', '.join(names)}), so the folder "
+                       f"gets {served}, as evaluation serves a held-out task{_closest_hint(task, names)}")
     routes = task_routes(sub) if moe_routed and not keep_moe else None
     padding = None
     if routes is not None:  # task routing: the same experts in each MoE layer for every token, a plain T5
@@ -362,9 +362,11 @@ def export_task_subnetwork(path: Union[str, Path], task: str, out_dir: Union[str
 def _unseen_task_service(moe: Optional[Any], adapters: bool) -> str:
     """What a task a model was not trained on gets in its sub-network, in words: the experts of the unseen-task route
     of `moe` (the MoE settings of a task-routed model, else None), the mean adapter (`adapters`: per-task LoRA)."""
-    served = (["the mean adapter"] if adapters else []) + (
-        [f"the experts that model.moe.unseen_task_routing ({moe.unseen_task_routing}) routes it to"]
-        if moe is not None else [])
+    served = ["the mean adapter"] if adapters else []
+    if moe is not None:
+        served.append("no experts: model.moe.unseen_task_routing is error, which refuses it"
+                      if moe.unseen_task_routing == "error" else
+                      f"the experts that model.moe.unseen_task_routing ({moe.unseen_task_routing}) routes it to")
     return " and ".join(served)
 
 
