@@ -466,3 +466,25 @@ def test_export_task_of_a_held_out_task_where_unseen_task_routing_is_error_is_re
         "error: --task 'glue_rt' is neither a task the model was trained on (alpha, beta, gamma) nor a registered task "
         "(a held-out task gets no experts: model.moe.unseen_task_routing is error, which refuses it); did you mean "
         "'glue_rte'?\n")
+
+
+def test_predict_task_of_an_export_task_folder_is_its_own_or_another_warned_of_as_for_its_moe_form(moe_folder,
+                                                                                                 tmp_path, capsys,
+                                                                                                 caplog):
+    # was, for the plain T5 alone: '--task beta would change nothing here: this model takes no task (...)' (exit 2),
+    # for its own task as for another one, which its sub-network answers
+    for form in ([], ["--keep-moe"]):
+        folder = tmp_path / f"beta{''.join(form)}"
+        assert main(["export", str(moe_folder), "--task", "beta", *form, "--out", str(folder)]) == 0
+        capsys.readouterr()
+        assert main(["predict", "--checkpoint", str(folder), "--max-new-tokens", "4", INPUTS[0]]) == 0
+        answer = capsys.readouterr().out
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="t2t_mtl.evaluation.predict"):
+            for task in ("beta", "alpha"):
+                assert main(["predict", "--checkpoint", str(folder), "--task", task, "--max-new-tokens", "4",
+                             INPUTS[0]]) == 0, (form, task)
+                assert capsys.readouterr().out == answer
+        assert [r.getMessage() for r in caplog.records if r.name == "t2t_mtl.evaluation.predict"] == [
+            "task 'alpha' (1 of 1 inputs) is not one the model was trained on (beta), so it is answered as an unseen "
+            "task, as evaluation answers a held-out one"], form

@@ -55,7 +55,8 @@ def _task_ids(model: Any, requests: Sequence[PredictRequest], default_task: Opti
     task embeddings (TE⊕ENC), so a task is used even when no layer routes by it; a task in `served` is used for its
     postprocess, its tie rule or the side its over-long inputs are cut from; `registered`: the tasks the caller knows
     (served or not), for the error of a `default_task` that would change nothing (`implied`: the model's own task,
-    which is no error)."""
+    or a task given to a model that serves one, an `export --task` folder, which is no error: its own task changes
+    nothing, another is warned of, `_warn_of_untrained_tasks`)."""
     if routing_task_id(model, "") is None:  # None for every name: plain T5 or token routing
         if default_task is not None and not implied and not task_tokens and default_task not in served:
             raise _idle_task_error(default_task, default_task in registered)
@@ -245,8 +246,8 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
     if scoring not in SCORING_MODES:
         raise EvaluationError(f"scoring must be one of {SCORING_MODES}, got {scoring!r}")
     check_requests(requests)
-    implied = default_task is None
-    default_task = implied_task(model, meta) if implied else default_task
+    implied, own_task = default_task is None, implied_task(model, meta)
+    default_task = own_task if implied else default_task
     ranked = [i for i, r in enumerate(requests) if r.answer_choices and scoring != "generate"]
     if scoring == "rank" and len(ranked) < len(requests):
         missing = next(i for i, r in enumerate(requests) if not r.answer_choices)
@@ -259,8 +260,8 @@ def predict(model: Any, tokenizer: Any, requests: Sequence[PredictRequest], *, s
     served = {*postprocessing, *(name for name, protocol in pick_protocols.items()
                                  if protocol.pick_fields or protocol.truncation_side != "right")}
     task_ids = _task_ids(model, requests, default_task, task_tokens=bool(tokens), served=served,
-                         registered={*postprocessing, *pick_protocols}, implied=implied)
-    _warn_of_untrained_tasks(model, requests, default_task, tokens, implied_task(model, meta))
+                         registered={*postprocessing, *pick_protocols}, implied=implied or own_task is not None)
+    _warn_of_untrained_tasks(model, requests, default_task, tokens, own_task)
     inputs = [_with_task_token(r.inputs, r.task or default_task, tokens) for r in requests]
     # a task token comes on top of the input limit, as in training and evaluation
     limits = [max_input_length + int(text != r.inputs) for text, r in zip(inputs, requests)]
