@@ -130,7 +130,8 @@ def _holds_text(value: Any, text: str) -> bool:
 def field_hint(field: Optional[str], row: Mapping[str, Any]) -> str:
     """What a missing `field` likely is: part of a row field that joins several column names (a file separated by
     `;`, tabs or commas read by a reader that splits at another separator), a field of the rows a JSON file holds
-    under one key, or a misspelling of a row field; else ""."""
+    under one key, the start of (or close to) a row field whose name no template can write (`a.b`, `c-d`: to
+    rename), or a misspelling of a row field; else ""."""
     if field is None:
         return ""
     for name, value in row.items():
@@ -145,4 +146,19 @@ def field_hint(field: Optional[str], row: Mapping[str, Any]) -> str:
                     f"{separator!r}, which its reader does not split at (a .csv file is read comma-separated, a .tsv "
                     f"file listed under `files:` tab-separated: save or name the file accordingly)")
     close = close_matches(field, list(row), n=1)
+    unwritable = next((name for name in row if _name_starts(name, field)), None) or \
+        next((name for name in close if not name.isidentifier()), None)
+    if unwritable is not None:
+        written = re.sub(r"\W", "_", unwritable)
+        written = written if written.isidentifier() else f"f_{written}"
+        return (f"; the row's field {unwritable!r} has a name no template can write (Jinja reads `a.b` as the key b "
+                f"of a field a, `c-d` as c minus d): rename it with a `rename` preprocessor (YAML: `- rename: "
+                f"{{{unwritable!r}: {written}}}`) and write {written}")
     return f"; did you mean {close[0]!r} (a misspelt name in the template)?" if close else ""
+
+
+def _name_starts(name: str, field: str) -> bool:
+    """Whether the row field `name`, one no template can write (not an identifier: `a.b`, `c-d`, `col name`), starts
+    with the name `field` that Jinja read from it (`a` of `a.b`)."""
+    return not name.isidentifier() and name.startswith(field) and len(name) > len(field) and \
+        not (name[len(field)].isalnum() or name[len(field)] == "_")

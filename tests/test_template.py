@@ -614,3 +614,25 @@ def test_a_printed_nulls_row_is_shown_whole_up_to_200_characters():
             template.render(row, row_index=0)
         shown = f"{{'question': '{'q' * size}', 'answer': {ending}"
         assert str(raised.value).startswith(f"template 't', row 0 ({shown}): field 'answer' is null")
+
+
+def test_a_field_whose_name_a_template_cannot_write_says_to_rename_it():
+    # a column `a.b` (or `c-d`) read as `{{ a.b }}` (`{{ (c-d) }}`) was "field 'a' is missing ...; did you mean 'a.b'
+    # (a misspelt name in the template)?": the name it suggested is one no template can write (Jinja reads `a.b` as
+    # key b of a field a, `c-d` as c minus d)
+    row = {"a.b": "x", "c-d": 1, "col name": "y", "label": "yes"}
+    fields = "the row has fields ['a.b', 'c-d', 'col name', 'label']"
+    for jinja, field, name, written in (("{{ a.b }} ||| {{label}}", "a", "a.b", "a_b"),
+                                        ("{{ (c-d) }} ||| {{label}}", "c", "c-d", "c_d"),
+                                        ("{{ col }} ||| {{label}}", "col", "col name", "col_name"),
+                                        ("{{ colname }} ||| {{label}}", "colname", "col name", "col_name")):
+        with pytest.raises(MissingFieldError) as info:
+            Template("t", jinja).render(row, task="demo", row_index=0)
+        assert str(info.value) == (
+            f"task 'demo', template 't', row 0: field {field!r} is missing from the row; {fields}; the row's field "
+            f"{name!r} has a name no template can write (Jinja reads `a.b` as the key b of a field a, `c-d` as c "
+            f"minus d): rename it with a `rename` preprocessor (YAML: `- rename: {{{name!r}: {written}}}`) and "
+            f"write {written}"), jinja
+    with pytest.raises(MissingFieldError) as info:  # a field that can be written is still suggested as before
+        Template("t", "{{ lable }} ||| x").render({"a.b": "x", "label": "yes"})
+    assert str(info.value).endswith("did you mean 'label' (a misspelt name in the template)?")
