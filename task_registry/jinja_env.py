@@ -7,7 +7,8 @@ most common items, `None` for an empty input). Ours differs on purpose in three 
 `SandboxedEnvironment` (no access to Python internals), undefined variables raise (`StrictUndefined`)
 instead of rendering as empty text, so a row that lacks a field is an error, not a silent blank, and a template
 that prints a null value raises instead of writing "None" (`refusing_printed_nulls`: the dataset reader fills a
-field some rows of a file lack with null, so that is the same missing field).
+field some rows of a file lack with null, so that is the same missing field), as does one that makes text of it with
+a filter (`upper`, `trim`, ...; `join` of a null item) or a `~` concatenation.
 
 `choice`, and Jinja's own `random` filter (which promptsource templates also use), draw from a per-render
 `random.Random` when one is active (`seeded_choices`), so a rendering is reproducible from `(seed, row index)`;
@@ -117,19 +118,60 @@ def string(value: Any) -> str:
     return _JINJA_STRING(_refuse_null(value))
 
 
+#: Jinja's filters that make text of their input (`None | upper` is 'NONE'), and `join`, whose items they make text of:
+#: inside `refusing_printed_nulls` a null there is refused, as one printed is
+_TEXT_FILTERS = ("capitalize", "center", "e", "escape", "forceescape", "indent", "join", "lower", "replace",
+                 "striptags", "title", "trim", "truncate", "upper", "urlize", "wordcount", "wordwrap")
+
+
+def refusing_null_text(filter_function: Any) -> Any:
+    """The Jinja filter `filter_function` of `_TEXT_FILTERS`, raising `NullPrintedError` for a null input (`join`: a
+    null item) inside `refusing_printed_nulls` instead of making "None" of it; Jinja's mark of what it passes first
+    (`pass_eval_context`) kept."""
+    passes_first = hasattr(filter_function, "jinja_pass_arg")
+    joins = filter_function is jinja2.filters.FILTERS["join"]
+
+    @functools.wraps(filter_function)
+    def refusing(*args: Any, **kwargs: Any) -> Any:
+        at = 1 if passes_first else 0
+        value = args[at]
+        if joins and not isinstance(value, str) and _REFUSE_NULLS.get():
+            value = list(value)
+            for item in value:
+                _refuse_null(item)
+            args = (*args[:at], value, *args[at + 1:])
+        elif not joins:
+            _refuse_null(value)
+        return filter_function(*args, **kwargs)
+
+    return refusing
+
+
+class _NullRefusingCodeGenerator(BoundedCodeGenerator):
+    """`jinja_limits`' code generator with each operand of a `~` concatenation made text by `environment.text_operand`
+    (the `string` filter), which refuses a null inside `refusing_printed_nulls` (Jinja's `str` of it writes "None")."""
+
+    def visit_Concat(self, node: jinja2.nodes.Concat, frame: Any) -> None:
+        operands = [jinja2.nodes.Call(jinja2.nodes.EnvironmentAttribute("text_operand"), [operand], [], None, None,
+                                      lineno=operand.lineno) for operand in node.nodes]
+        super().visit_Concat(jinja2.nodes.Concat(operands, lineno=node.lineno), frame)
+
+
 def seeded_choices(rng: Optional[random.Random]) -> contextlib.AbstractContextManager:
     """Make the `choice` and `random` filters draw from `rng` for the duration of the block."""
     return _set_within(_ACTIVE_RNG, rng)
 
 
 class _LimitedSandbox(SandboxedEnvironment):
-    """The sandbox with `**`, `*`, `+` and `%` intercepted (so never folded at compile time) and bounded, and
-    `jinja_limits`' bounds on loops, `~`, padding, format widths, `lipsum` and macro call depth."""
+    """The sandbox with `**`, `*`, `+` and `%` intercepted (so never folded at compile time) and bounded,
+    `jinja_limits`' bounds on loops, `~`, padding, format widths, `lipsum` and macro call depth, and a null refused
+    as an operand of `~` (`text_operand`) inside `refusing_printed_nulls`."""
 
     intercepted_binops = frozenset({"**", "*", "+", "%"})
-    code_generator_class = BoundedCodeGenerator
+    code_generator_class = _NullRefusingCodeGenerator
     counted_iteration = staticmethod(counted_iteration)
     bounded_text = staticmethod(bounded_text)
+    text_operand = staticmethod(string)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (Jinja's)
         """Jinja's sandboxed call, with `jinja_limits`' checks; a recursive loop's `loop(items)` counts its items, a
@@ -180,6 +222,8 @@ def _build_environment() -> SandboxedEnvironment:
     for name in ("center", "indent"):
         env.filters[name] = bounded_padding_filter(name, env.filters[name])
     env.filters["format"] = bounded_format_filter(env.filters["format"])
+    for name in _TEXT_FILTERS:
+        env.filters[name] = refusing_null_text(env.filters[name])
     return env
 
 
@@ -187,7 +231,7 @@ ENVIRONMENT = _build_environment()
 
 #: the version of this module's sandbox, filters and globals: raise it when one of them changes what a template or
 #: expression yields, so results cached under the old behaviour are not reused
-SANDBOX_VERSION = 4
+SANDBOX_VERSION = 5
 
 
 def environment_version() -> str:

@@ -33,7 +33,7 @@ import json
 import random
 import re
 import uuid
-from typing import Any, Iterator, Mapping, Optional, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import jinja2
 import jinja2.meta
@@ -470,15 +470,19 @@ class Template:
     def _null_printed_error(self, variables: Mapping[str, Any], task: Optional[str],
                             row_index: Optional[int]) -> TemplateRenderError:
         """The error of a rendering that printed a null value: the row's null field the template reads, if any."""
-        nulls = sorted(k for k in self.variables if k in variables and variables[k] is None)
+        nulls = sorted(k for k in self.variables if k in variables and variables[k] is None) or \
+            [".".join(path) for path in self.attribute_paths if _null_at(variables, path)]
+        items = sorted(k for k in self.variables if isinstance(variables.get(k), (list, tuple))
+                       and any(item is None for item in variables[k]))
         what = (f"field {nulls[0]!r} is null on this row and the template prints it" if nulls else
+                f"field {items[0]!r} holds a null item on this row and the template prints it" if items else
                 "the template prints a null value (a nested field of the row, or an expression's result)")
         return self._error(
             f"{what}: a row of a file that lacks a field others have gets null there, as does a csv cell that "
             f"is empty or, read by `hf: csv`, says NA, None or null (list a local csv under `files:` to keep "
             f"such cells as text); give every row a value, drop such rows with a `filter` preprocessor, or guard "
             f"it in the template ({{% if x %}}...{{% endif %}}, {{{{ x or '' }}}})", task, row_index,
-            field=nulls[0] if nulls else None, kind=MissingFieldError,
+            field=(nulls or items or [None])[0], kind=MissingFieldError,
             row_shown=row_preview({k: v for k, v in variables.items() if k != "answer_choices"}))
 
     def _undefined_error(self, error: jinja2.UndefinedError, variables: Mapping[str, Any], task: Optional[str],
@@ -543,6 +547,16 @@ class Template:
     def __repr__(self) -> str:
         references = f", references={self.references!r}" if self.references is not None else ""
         return f"Template(name={self.name!r}, jinja={self.jinja!r}, answer_choices={self.answer_choices!r}{references})"
+
+
+def _null_at(row: Mapping[str, Any], path: Sequence[str]) -> bool:
+    """Whether the nested field `path` (`("meta", "src")` for `meta.src`) of `row` is there and null."""
+    value: Any = row
+    for key in path:
+        if not isinstance(value, Mapping) or key not in value:
+            return False
+        value = value[key]
+    return value is None
 
 
 def _origin(source_file: Optional[str], source_line: Optional[int], given_id: Optional[str]) -> Optional[str]:

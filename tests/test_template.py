@@ -636,3 +636,32 @@ def test_a_field_whose_name_a_template_cannot_write_says_to_rename_it():
     with pytest.raises(MissingFieldError) as info:  # a field that can be written is still suggested as before
         Template("t", "{{ lable }} ||| x").render({"a.b": "x", "label": "yes"})
     assert str(info.value).endswith("did you mean 'label' (a misspelt name in the template)?")
+
+
+def test_a_null_field_through_a_text_filter_a_join_or_a_concatenation_is_refused_naming_it():
+    # a null printed as it is was refused, but through a filter or `~` it was written into the text as promptsource
+    # writes it: `{{ text | upper }}` rendered 'NONE', `{{ text | lower }}` 'none', `{{ q ~ '?' }}` 'None?',
+    # `{{ tags | join(', ') }}` of ['a', None] 'a, None'
+    null = "is null on this row and the template prints it"
+    for jinja, row, field in (("{{ text | upper }} ||| x", {"text": None}, "text"),
+                              ("{{ text | lower }} ||| x", {"text": None}, "text"),
+                              ("{{ text | title }} ||| x", {"text": None}, "text"),
+                              ("{{ text | capitalize }} ||| x", {"text": None}, "text"),
+                              ("{{ text | trim }} ||| x", {"text": None}, "text"),
+                              ("{{ text | replace('a', 'b') }} ||| x", {"text": None}, "text"),
+                              ("{{ text | wordcount }} ||| x", {"text": None}, "text"),
+                              ("{{ text | truncate(3) }} ||| x", {"text": None}, "text"),
+                              ("{{ q ~ '?' }} ||| x", {"q": None}, "q"),
+                              ("{% set s = 'Q: ' ~ q %}{{ s }} ||| x", {"q": None}, "q"),
+                              ("{{ meta.src | upper }} ||| x", {"meta": {"src": None}}, "meta.src"),
+                              ("x ||| {{ answer | upper }}", {"answer": None}, "answer")):
+        with pytest.raises(MissingFieldError) as info:
+            Template("t", jinja).render(row, task="demo", row_index=0)
+        assert f"field {field!r} {null}" in str(info.value), jinja
+    with pytest.raises(MissingFieldError) as info:
+        Template("t", "{{ tags | join(', ') }} ||| x").render({"tags": ["a", None]}, task="demo", row_index=0)
+    assert "field 'tags' holds a null item on this row and the template prints it" in str(info.value)
+    # text, and the same filters outside a template (a preprocessor's expression), as before
+    out = Template("t", "{{ a | upper }} {{ a ~ '?' }} {{ [a, 'b'] | join('+') }} ||| {{ n | string | trim }}")
+    assert out.render({"a": "x", "n": 0}).inputs == "X x? x+b"
+    assert ENVIRONMENT.compile_expression("a | upper ~ '?'")(a=None) == "NONE?"
