@@ -459,6 +459,10 @@ class Template:
                 raise self._no_answer_choices(error, task, row_index) from error
             if isinstance(error, TypeError) and (why := self._misbound(MISBOUND_IF_NUMBERS)):  # e.g. label + 1
                 raise self._error(f"rendering failed with TypeError: {error}: {why}", task, row_index) from error
+            nulls = self._null_causes(compiled, variables, error) if isinstance(error, TypeError) else []
+            if nulls:  # e.g. a null list joined, a null text sliced
+                raise self._null_error(nulls[0], f"uses it (TypeError: {error})", variables, task,
+                                       row_index) from error
             raise self._error(f"rendering failed with {type(error).__name__}: {error}", task, row_index) from error
 
     def _misbound(self, operators: Mapping[type, str]) -> Optional[str]:
@@ -470,20 +474,57 @@ class Template:
     def _null_printed_error(self, variables: Mapping[str, Any], task: Optional[str],
                             row_index: Optional[int]) -> TemplateRenderError:
         """The error of a rendering that printed a null value: the row's null field the template reads, if any."""
-        nulls = sorted(k for k in self.variables if k in variables and variables[k] is None) or \
-            [".".join(path) for path in self.attribute_paths if _null_at(variables, path)]
+        nulls = self._null_fields(variables)
+        if nulls:
+            return self._null_error(nulls[0], "prints it", variables, task, row_index)
         items = sorted(k for k in self.variables if isinstance(variables.get(k), (list, tuple))
                        and any(item is None for item in variables[k]))
-        what = (f"field {nulls[0]!r} is null on this row and the template prints it" if nulls else
-                f"field {items[0]!r} holds a null item on this row and the template prints it" if items else
-                "the template prints a null value (a nested field of the row, or an expression's result)")
+        if items:
+            return self._null_error(items[0], "prints it", variables, task, row_index, what="holds a null item")
+        return self._null_error(None, "prints a null value (a nested field of the row, or an expression's result)",
+                                variables, task, row_index)
+
+    def _null_fields(self, variables: Mapping[str, Any]) -> list[str]:
+        """The row's null fields the template reads: top-level ones, else nested ones it reads (`meta.src`)."""
+        return sorted(k for k in self.variables if k in variables and variables[k] is None) or \
+            sorted(".".join(path[:end]) for path in self.attribute_paths for end in range(2, len(path) + 1)
+                   if _null_at(variables, path[:end]))
+
+    def _null_causes(self, compiled: jinja2.Template, variables: Mapping[str, Any], error: Exception) -> list[str]:
+        """The row's null fields the template reads (`_null_fields`) but for which `compiled` does not fail as it did
+        with `error`: rendered again with each one empty text instead, it renders or fails otherwise."""
+        causes = []
+        for field in self._null_fields(variables):
+            try:
+                with refusing_printed_nulls():
+                    compiled.render(_replaced(variables, field.split("."), ""))
+            except Exception as again:  # (any failure: compared with the first)
+                if type(again) is type(error) and str(again) == str(error):
+                    continue
+            causes.append(field)
+        return causes
+
+    def _null_error(self, field: Optional[str], use: str, variables: Mapping[str, Any], task: Optional[str],
+                    row_index: Optional[int], what: str = "is null") -> TemplateRenderError:
+        """The error of a rendering that met the null `field` (None: one it cannot name) where the template `use`s
+        it, with what makes a null and what to do, and the row shown whole."""
+        met = f"field {field!r} {what} on this row and the template {use}" if field else f"the template {use}"
         return self._error(
-            f"{what}: a row of a file that lacks a field others have gets null there, as does a csv cell that "
+            f"{met}: a row of a file that lacks a field others have gets null there, as does a csv cell that "
             f"is empty or, read by `hf: csv`, says NA, None or null (list a local csv under `files:` to keep "
             f"such cells as text); give every row a value, drop such rows with a `filter` preprocessor, or guard "
             f"it in the template ({{% if x %}}...{{% endif %}}, {{{{ x or '' }}}})", task, row_index,
-            field=(nulls or items or [None])[0], kind=MissingFieldError,
+            field=field, kind=MissingFieldError,
             row_shown=row_preview({k: v for k, v in variables.items() if k != "answer_choices"}))
+
+    def _null_record(self, key: str, variables: Mapping[str, Any]) -> Optional[tuple[str, str]]:
+        """(the null field, the nested field read from it) where the template reads `key` of a null record of the
+        row (`nested.k` with `nested` null: Jinja's "'None' has no attribute 'k'"); else None."""
+        for path in self.attribute_paths:
+            for end in range(1, len(path)):
+                if path[end] == key and _null_at(variables, path[:end]):
+                    return ".".join(path[:end]), ".".join(path[:end + 1])
+        return None
 
     def _undefined_error(self, error: jinja2.UndefinedError, variables: Mapping[str, Any], task: Optional[str],
                          row_index: Optional[int]) -> TemplateRenderError:
@@ -503,6 +544,9 @@ class Template:
         if no_element:
             return self._error(no_element, task, row_index)
         named = undefined_name(str(error))
+        record = self._null_record(named, variables) if named is not None and not absent else None
+        if record and str(error).startswith("'None' has no attribute"):
+            return self._null_error(record[0], f"reads {record[1]} from it", variables, task, row_index)
         nested = self._missing_key(named, variables) if named is not None and not absent else None
         if nested:
             return self._error(nested[1], task, row_index, field=nested[0], kind=MissingFieldError)
@@ -557,6 +601,13 @@ def _null_at(row: Mapping[str, Any], path: Sequence[str]) -> bool:
             return False
         value = value[key]
     return value is None
+
+
+def _replaced(row: Mapping[str, Any], path: Sequence[str], value: Any) -> dict[str, Any]:
+    """A copy of `row` with its nested field `path` (`("meta", "src")`) set to `value`, the records on the way
+    copied."""
+    inner = value if len(path) == 1 else _replaced(row[path[0]], path[1:], value)
+    return {**row, path[0]: inner}
 
 
 def _origin(source_file: Optional[str], source_line: Optional[int], given_id: Optional[str]) -> Optional[str]:

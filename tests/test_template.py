@@ -665,3 +665,43 @@ def test_a_null_field_through_a_text_filter_a_join_or_a_concatenation_is_refused
     out = Template("t", "{{ a | upper }} {{ a ~ '?' }} {{ [a, 'b'] | join('+') }} ||| {{ n | string | trim }}")
     assert out.render({"a": "x", "n": 0}).inputs == "X x? x+b"
     assert ENVIRONMENT.compile_expression("a | upper ~ '?'")(a=None) == "NONE?"
+
+
+def test_a_null_field_read_as_a_record_list_or_text_is_named_as_null():
+    # a null record read for a key was "field 'k' is missing from the row ('None' has no attribute 'k')", naming a key
+    # as the row's field; a null list or text used as one was "rendering failed with TypeError: 'NoneType' object is
+    # not iterable", naming no field
+    guidance = (": a row of a file that lacks a field others have gets null there, as does a csv cell that is empty "
+                "or, read by `hf: csv`, says NA, None or null (list a local csv under `files:` to keep such cells as "
+                "text); give every row a value, drop such rows with a `filter` preprocessor, or guard it in the "
+                "template ({% if x %}...{% endif %}, {{ x or '' }})")
+    for jinja, row, what in (
+            ("{{ nested.k.v | length }} ||| x", {"nested": None}, "field 'nested' is null on this row and the "
+                                                                  "template reads nested.k from it"),
+            ("{{ answers.text[0] }} ||| x", {"answers": None}, "field 'answers' is null on this row and the template "
+                                                               "reads answers.text from it"),
+            ("{{ meta.src.name }} ||| x", {"meta": {"src": None}}, "field 'meta.src' is null on this row and the "
+                                                                   "template reads meta.src.name from it"),
+            ("{{ tags | join(', ') }} ||| x", {"tags": None}, "field 'tags' is null on this row and the template "
+                                                              "uses it (TypeError: 'NoneType' object is not iterable)"),
+            ("{% for t in tags %}{{ t }}{% endfor %} ||| x", {"tags": None},
+             "field 'tags' is null on this row and the template uses it (TypeError: 'NoneType' object is not "
+             "iterable)"),
+            ("{{ tags | length }} ||| x", {"tags": None}, "field 'tags' is null on this row and the template uses it "
+                                                          "(TypeError: object of type 'NoneType' has no len())"),
+            ("{{ text[:5] }} ||| x", {"text": None}, "field 'text' is null on this row and the template uses it "
+                                                     "(TypeError: 'NoneType' object is not subscriptable)"),
+            ("{{ meta.tags | join }} ||| x", {"meta": {"tags": None}},
+             "field 'meta.tags' is null on this row and the template uses it (TypeError: 'NoneType' object is not "
+             "iterable)")):
+        with pytest.raises(MissingFieldError) as info:
+            Template("t", jinja).render(row, task="demo", row_index=0)
+        assert str(info.value) == f"task 'demo', template 't', row 0 ({row!r}): {what}{guidance}", jinja
+        assert info.value.field == what.split("'")[1]
+    with pytest.raises(MissingFieldError) as info:  # a record that is there without the key: as before
+        Template("t", "{{ nested.k }} ||| x").render({"nested": {"j": 1}}, task="demo", row_index=0)
+    assert "field 'nested' has no key 'k' (the template reads nested.k); it has the keys ['j']" in str(info.value)
+    with pytest.raises(TemplateRenderError) as info:  # a null the template guards is not blamed for another failure
+        Template("t", "{% if z %}{{ z }}{% endif %}{{ (xs | most_frequent | join) }} ||| x").render(
+            {"xs": [], "z": None})
+    assert str(info.value) == "template 't': rendering failed with TypeError: 'NoneType' object is not iterable"
