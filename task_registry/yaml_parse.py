@@ -41,11 +41,13 @@ TaskCheck = Callable[[Task], list[tuple[str, str]]]
 
 
 class _LineMapping(dict):
-    """A YAML mapping that remembers its line, the line of each key and the line where each value starts (1-based)."""
+    """A YAML mapping that remembers its line, the line of each key and the line where each value starts (1-based),
+    and each value that is a scalar, or a list of them, as written (`yes` of a value YAML reads as True)."""
 
     line: int = 0
     key_lines: dict[str, int]
     value_lines: dict[str, int]
+    written: dict[str, Union[str, list[str]]]
 
 
 class _LineLoader(BoundedComposition, yaml.SafeLoader):
@@ -60,6 +62,7 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineMapp
     mapping.line = node.start_mark.line + 1
     mapping.key_lines = {}
     mapping.value_lines = {}
+    mapping.written = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, Hashable):
@@ -70,8 +73,12 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineMapp
         if isinstance(value_node, yaml.ScalarNode):  # where the text starts (block scalars: the next line)
             block = value_node.style in ("|", ">")
             mapping.value_lines[key] = value_node.start_mark.line + 1 + (1 if block else 0)
+            mapping.written[key] = value_node.value
         else:  # a nested mapping/list: the line of its key
             mapping.value_lines[key] = key_node.start_mark.line + 1
+            if isinstance(value_node, yaml.SequenceNode) and all(isinstance(item, yaml.ScalarNode)
+                                                                 for item in value_node.value):
+                mapping.written[key] = [item.value for item in value_node.value]
     return mapping
 
 
@@ -179,7 +186,8 @@ class TaskFileParser:
                           ("eval_only", bool), ("group_by", str), ("postprocess", str)):
             if key in document:
                 if not isinstance(document[key], kind):
-                    self.error(self.line_of(document, key), f"`{key}` must be a {kind.__name__}, got {document[key]!r}")
+                    self.error(self.line_of(document, key), f"`{key}` must be a {kind.__name__}, got "
+                                                            f"{document[key]!r}{_read_as_bool(document, key)}")
                 elif key in ("group_by", "postprocess") and self.expression_problem(document, key):
                     continue
                 else:
@@ -396,8 +404,11 @@ class TaskFileParser:
             self.error(line, problem)
         if problems:
             return None
+        choices = entry.get("answer_choices")
+        if isinstance(choices, list) and isinstance(entry, _LineMapping):  # (refused, told as one string: as written)
+            choices = entry.written.get("answer_choices", choices)
         try:
-            return Template(entry["name"], entry["jinja"], answer_choices=entry.get("answer_choices"),
+            return Template(entry["name"], entry["jinja"], answer_choices=choices,
                             references=entry.get("references"), metadata=entry.get("metadata"), id=entry.get("id"),
                             reference=entry.get("reference", ""),
                             instruction=entry.get("instruction"), context=entry.get("context"),
@@ -452,6 +463,15 @@ class TaskFileParser:
             self.error(self.line_of(entry, "names"), f"promptsource templates {unknown} not found; available: "
                                                      f"{sorted(by_name)}")
         return [by_name[n] for n in names if n in by_name]
+
+
+def _read_as_bool(mapping: dict, key: str) -> str:
+    """For a value of `mapping[key]` that YAML read as a bool from a word (`on`, `No`): that it did, and the word to
+    quote; else ""."""
+    written = mapping.written.get(key) if isinstance(mapping, _LineMapping) else None
+    if not isinstance(mapping[key], bool) or not isinstance(written, str):
+        return ""
+    return f" (YAML reads an unquoted {written} as a bool: write {written!r})"
 
 
 def _quote_hint(text: str, line: int) -> str:

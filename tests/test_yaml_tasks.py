@@ -914,3 +914,26 @@ def test_an_empty_splits_list_is_a_problem(tmp_path):
     path.write_text(path.read_text().replace("splits: []", "splits: [train, train]"))  # was accepted
     assert any("nosplits.yaml:2: `splits` names 'train' more than once; list each once" in p
                for p in validate_task_file(path))
+
+
+def test_words_yaml_reads_as_bools_are_shown_as_written(tmp_path):
+    # YAML reads unquoted yes/no/on/off as bools: `answer_choices: [yes, no, maybe]` was told to write the string
+    # 'True ||| False ||| maybe', whose targets render True and False, and `cluster: on` was "got True"
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"q": "ok?", "label": 0}) + "\n")
+    path = tmp_path / "bools.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: yaml_bools
+        cluster: on
+        task_type: No
+        splits: [train]
+        source: {files: rows.jsonl}
+        templates:
+          - name: yn
+            jinja: "{{ q }} ||| {{ answer_choices[label] }}"
+            answer_choices: [yes, no, maybe]
+        """))
+    assert validate_task_file(path) == [
+        f"{path}:3: `task_type` must be a str, got False (YAML reads an unquoted No as a bool: write 'No')",
+        f"{path}:2: `cluster` must be a str, got True (YAML reads an unquoted on as a bool: write 'on')",
+        f"{path}:7: template 'yn': `answer_choices` must be a `|||`-separated Jinja string, got list: write the list "
+        f"as one string, 'yes ||| no ||| maybe'"]
