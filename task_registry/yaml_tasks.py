@@ -58,8 +58,8 @@ target, a name that two files define, and an optional `TaskCheck`); validation a
 a folder's other tasks still load where its files are absent), saying how to write a path meant relative to the
 working directory, and renders the first rows of each split with each template when the rows are reachable — local
 files or an active data dir — reporting a template whose every checked row of a train or validation split renders
-an input but no target, and a `group_by` or `postprocess` that fails on those rows or their targets (a run meets
-them only when it evaluates).
+an input but no target, such a split without rows (its filters dropped them all), and a `group_by` or
+`postprocess` that fails on those rows or their targets (a run meets them only when it evaluates).
 """
 from __future__ import annotations
 
@@ -198,6 +198,9 @@ def _row_problems(entry: ParsedTask, check_rows: int) -> list[str]:
         except TaskRegistryError as error:  # its message names the split
             problems.append(f"{path}: {error}")
             continue
+        if not len(rows) and split.startswith(LABELLED_SPLITS):
+            problems.append(_no_rows_problem(task, split, path))
+            continue
         checked = min(check_rows, len(rows))
         checked_rows += checked
         rendered: list[list[RenderedExample]] = [[] for _ in task.templates]
@@ -247,6 +250,18 @@ def _render_problem(location: str, text: str, where: list[tuple[str, int]], chec
         return f"{location}: split {split!r}, row {row}: {text}"
     return (f"{location}: {len(where)} of the {checked_rows} rows checked ({'split' if len(splits) == 1 else 'splits'} "
             f"{', '.join(map(repr, splits))}; first: split {split!r}, row {row}): {text}")
+
+
+def _no_rows_problem(task: Task, split: str, path: Path) -> str:
+    """The problem of a labelled split without rows: its preprocessors' drops where they dropped them all, else its
+    data files to check."""
+    stats = task.preprocess_stats.get(split)
+    where = f"{path}: split {split!r}: task {task.name!r} has no rows"
+    if stats is None or not stats.dropped_by:
+        return f"{where}, so training and evaluation would read none: check its data files"
+    dropped = ", ".join(f"{step} dropped {count}" for step, count in stats.dropped_by.items())
+    return (f"{where} after its preprocessors (of its {stats.rows_in} rows, {dropped}), so training and evaluation "
+            f"would read none: check them against the rows (a test split's rows are not checked)")
 
 
 def _empty_targets_problem(task: Task, template: Template, split: str, checked: int, path: Path) -> str:

@@ -937,3 +937,27 @@ def test_words_yaml_reads_as_bools_are_shown_as_written(tmp_path):
         f"{path}:2: `cluster` must be a str, got True (YAML reads an unquoted on as a bool: write 'on')",
         f"{path}:7: template 'yn': `answer_choices` must be a `|||`-separated Jinja string, got list: write the list "
         f"as one string, 'yes ||| no ||| maybe'"]
+
+
+def test_a_labelled_split_its_filters_leave_no_row_of_is_a_problem(tmp_path):
+    # `tasks validate` said "ok: 1 task file valid" of a task whose filter dropped every row, which `train` then
+    # refused ("has no 'train' examples after rendering")
+    rows = [{"q": "a", "gold": 1}, {"q": "b", "gold": 2}]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    path = tmp_path / "none_left.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: yaml_none_left
+        splits: [train, validation, test]
+        source: {files: rows.jsonl}
+        preprocessors:
+          - filter: "gold == 7"
+        templates:
+          - name: plain
+            jinja: "{{ q }} ||| {{ gold }}"
+        """))
+    assert validate_task_file(path) == [
+        f"{path}: split {split!r}: task 'yaml_none_left' has no rows after its preprocessors (of its 2 rows, "
+        f"filter(gold == 7) dropped 2), so training and evaluation would read none: check them against the rows (a "
+        f"test split's rows are not checked)" for split in ("train", "validation")]
+    path.write_text(path.read_text().replace("gold == 7", "gold == 2"))
+    assert validate_task_file(path) == []
