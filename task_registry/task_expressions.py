@@ -8,7 +8,9 @@ from typing import Any, Mapping
 
 import jinja2
 
+from .errors import TemplateRenderError
 from .preprocessors import compile_expression, evaluate_expression
+from .render_hints import row_preview
 
 
 @functools.lru_cache(maxsize=256)
@@ -18,9 +20,15 @@ def compiled_expression(expression: str, where: str):
 
 
 def group_key(task: str, group_by: str, row: Mapping[str, Any], row_index: int) -> str:
-    """`group_by` evaluated on a row of `task`, as JSON text (see `Task.group_key`)."""
+    """`group_by` evaluated on a row of `task`, as JSON text (see `Task.group_key`); a null value is a
+    `TemplateRenderError` naming the row (it would pool the row with every other row of a null group)."""
     where = f"task {task!r}: group_by"
     value = evaluate_expression(compiled_expression(group_by, where), row, row_index, where, group_by)
+    if value is None:
+        raise TemplateRenderError(f"{where}, row {row_index}: expression {group_by!r} gave null, which would put the "
+                                  f"row in one group with every other row it gives null for: give every row its group "
+                                  f"(a row of a file that lacks a field others have gets null there), or drop such "
+                                  f"rows with a `filter` preprocessor; the row is {row_preview(row)}")
     return json.dumps(value, sort_keys=True, default=str)
 
 

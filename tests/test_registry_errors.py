@@ -890,3 +890,19 @@ def test_a_map_function_s_result_is_shown_whole_up_to_100_characters(rows_file, 
     with pytest.raises(TaskDefinitionError) as info:
         task.load_rows("train")
     assert f"the function returned str {shown}, not the row's fields" in str(info.value)
+
+
+def test_a_group_by_that_gives_null_is_refused_naming_the_row(tmp_path):
+    # a row whose group_by gave null (its file lacks the field there) got the group 'null', one group with every other
+    # such row: group_exact_match scored them as one question, and few-shot kept each from the others' demonstrations
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps({"x": "a", "q": 1}) + "\n" + json.dumps({"x": "b"}) + "\n")
+    task = Task("grouped", LocalFileSource({"train": str(path)}), [ECHO], splits=("train",), group_by="q")
+    rows = task.load_rows("train")
+    assert task.group_key(rows[0], 0) == "1"
+    with pytest.raises(TemplateRenderError) as raised:
+        task.group_key(rows[1], 1)
+    assert str(raised.value) == (
+        "task 'grouped': group_by, row 1: expression 'q' gave null, which would put the row in one group with every "
+        "other row it gives null for: give every row its group (a row of a file that lacks a field others have gets "
+        "null there), or drop such rows with a `filter` preprocessor; the row is {'x': 'b', 'q': None}")
