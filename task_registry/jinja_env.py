@@ -304,9 +304,20 @@ def misbound_truncation(jinja: str, operators: Mapping[type, str] = MISBOUND) ->
                         f"truncate({TEXT_VAR_LENGTH})` inside every `{{{{ }}}}`, and Jinja binds it to the last "
                         f"operand alone, so {operator if len(operator) > 2 else f'`{operator}`'} gets that operand as "
                         f"text{_CONSEQUENCES.get(type(node), '')}; write `{{{{ ({expression}) }}}}` to compute the "
-                        f"whole expression first")
+                        f"whole expression first{_hyphenated_column_hint(expression)}")
             node = last
     return None
+
+
+def _hyphenated_column_hint(expression: str) -> str:
+    """For an expression written as one hyphenated word (`c-d`, read as c minus d), what to write where it is a
+    column's name; else ""."""
+    if not re.fullmatch(r"[^\W\d]\w*(-\w+)+", expression):
+        return ""
+    written = expression.replace("-", "_")
+    return (f"; or, where `{expression}` is a column's name (Jinja reads it as {' minus '.join(expression.split('-'))}"
+            f"), rename the column with a `rename` preprocessor (YAML: `- rename: {{{expression!r}: {written}}}`) and "
+            f"write {written}")
 
 
 def _is_truncation(node: Any) -> bool:

@@ -705,3 +705,15 @@ def test_a_null_field_read_as_a_record_list_or_text_is_named_as_null():
         Template("t", "{% if z %}{{ z }}{% endif %}{{ (xs | most_frequent | join) }} ||| x").render(
             {"xs": [], "z": None})
     assert str(info.value) == "template 't': rendering failed with TypeError: 'NoneType' object is not iterable"
+
+
+def test_a_hyphenated_name_refused_as_a_subtraction_also_says_to_rename_such_a_column():
+    # a column `c-d` written `{{ c-d }}` was told only to write `{{ (c-d) }}`, which subtracts d from c too
+    with pytest.raises(TaskDefinitionError) as raised:
+        Template("t", "{{ c-d }} ||| x")
+    assert str(raised.value) == (
+        "template 't': " + _misbound_message("c-d", "`-`") + "; or, where `c-d` is a column's name (Jinja reads it as "
+        "c minus d), rename the column with a `rename` preprocessor (YAML: `- rename: {'c-d': c_d}`) and write c_d")
+    with pytest.raises(TaskDefinitionError) as raised:  # a subtraction written with spaces: as before
+        Template("t", "{{ n - 1 }} ||| x")
+    assert str(raised.value) == "template 't': " + _misbound_message("n - 1", "`-`")
