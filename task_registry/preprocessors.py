@@ -151,8 +151,9 @@ class Rename(Preprocessor):
             raise TaskDefinitionError(f"rename: column(s) {missing} do not exist; columns are {list(columns)}")
         clashes = sorted(new for new in self.mapping.values() if new in columns and new not in self.mapping)
         if clashes:  # renaming onto a kept column would silently replace it
-            raise TaskDefinitionError(f"rename {self.mapping}: column(s) {clashes} exist already; rename or drop "
-                                      f"them first (columns are {list(columns)})")
+            kept = {**self.mapping, **{name: f"{name}_original" for name in clashes}}
+            raise TaskDefinitionError(f"rename {self.mapping}: column(s) {clashes} exist already; to keep them, rename "
+                                      f"them in the same step, e.g. {kept} (columns are {list(columns)})")
 
     def _rename_row(self, row: Mapping[str, Any]) -> dict[str, Any]:
         self._check(list(row))

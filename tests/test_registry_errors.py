@@ -906,3 +906,19 @@ def test_a_group_by_that_gives_null_is_refused_naming_the_row(tmp_path):
         "task 'grouped': group_by, row 1: expression 'q' gave null, which would put the row in one group with every "
         "other row it gives null for: give every row its group (a row of a file that lacks a field others have gets "
         "null there), or drop such rows with a `filter` preprocessor; the row is {'x': 'b', 'q': None}")
+
+
+def test_renaming_onto_an_existing_column_says_to_rename_that_one_too_in_the_step(rows_file):
+    # was "...exist already; rename or drop them first": no preprocessor drops a column, and a rename in an earlier
+    # step was not needed (a swap in one step is taken)
+    task = Task("rows", LocalFileSource(rows_file), [ECHO], splits=("train",),
+                preprocessors=[task_registry.Rename({"extra": "label"})])
+    with pytest.raises(task_registry.TaskDefinitionError) as raised:
+        task.load_rows("train")
+    assert str(raised.value) == (
+        "task 'rows': split 'train': rename {'extra': 'label'}: column(s) ['label'] exist already; to keep them, "
+        "rename them in the same step, e.g. {'extra': 'label', 'label': 'label_original'} (columns are ['text', "
+        "'label', 'extra'])")
+    kept = Task("rows", LocalFileSource(rows_file), [ECHO], splits=("train",),
+                preprocessors=[task_registry.Rename({"extra": "label", "label": "label_original"})])
+    assert (kept.load_rows("train")[0]["label"], kept.load_rows("train")[0]["label_original"]) == ("e", 0)
