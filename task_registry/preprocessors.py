@@ -18,7 +18,7 @@ from .errors import TaskDefinitionError, TemplateRenderError
 from .jinja_env import ENVIRONMENT, environment_version, subscript_problem
 from .lazy_modules import LazyModule
 from .map_types import written_apart, written_back
-from .render_hints import row_preview
+from .render_hints import field_hint, row_preview, undefined_name
 from .signatures import binding_error
 
 datasets = LazyModule("datasets")
@@ -54,8 +54,9 @@ def evaluate_expression(compiled: jinja2.environment.TemplateExpression, row: Ma
         if problem:
             raise TemplateRenderError(f"{where}: expression {expression!r} failed: {problem}; the row is "
                                       f"{row_preview(row)}") from None
+        hint = field_hint(undefined_name(str(error)), row, written_in="the expression")
         raise TemplateRenderError(f"{where}: expression {expression!r} uses a missing field ({error}); "
-                                  f"the row has fields {sorted(row)}") from None
+                                  f"the row has fields {sorted(row)}{hint}") from None
     except jinja2.exceptions.SecurityError as error:
         raise TemplateRenderError(f"{where}: expression {expression!r} refused by the sandbox: {error}") from None
     except Exception as error:  # a comparison or operation the row's values do not support

@@ -127,11 +127,11 @@ def _holds_text(value: Any, text: str) -> bool:
     return any(_holds_text(item, text) for item in items)
 
 
-def field_hint(field: Optional[str], row: Mapping[str, Any]) -> str:
+def field_hint(field: Optional[str], row: Mapping[str, Any], written_in: str = "the template") -> str:
     """What a missing `field` likely is: part of a row field that joins several column names (a file separated by
     `;`, tabs or commas read by a reader that splits at another separator), a field of the rows a JSON file holds
     under one key, the start of (or close to) a row field whose name no template can write (`a.b`, `c-d`: to
-    rename), or a misspelling of a row field; else ""."""
+    rename), or a misspelling of a row field in the Jinja `written_in`; else ""."""
     if field is None:
         return ""
     for name, value in row.items():
@@ -151,10 +151,10 @@ def field_hint(field: Optional[str], row: Mapping[str, Any]) -> str:
     if unwritable is not None:
         written = re.sub(r"\W", "_", unwritable)
         written = written if written.isidentifier() else f"f_{written}"
-        return (f"; the row's field {unwritable!r} has a name no template can write (Jinja reads `a.b` as the key b "
-                f"of a field a, `c-d` as c minus d): rename it with a `rename` preprocessor (YAML: `- rename: "
+        return (f"; the row's field {unwritable!r} has a name Jinja cannot write (it reads `a.b` as the key b of a "
+                f"field a, `c-d` as c minus d): rename it with a `rename` preprocessor (YAML: `- rename: "
                 f"{{{unwritable!r}: {written}}}`) and write {written}")
-    return f"; did you mean {close[0]!r} (a misspelt name in the template)?" if close else ""
+    return f"; did you mean {close[0]!r} (a misspelt name in {written_in})?" if close else ""
 
 
 def _name_starts(name: str, field: str) -> bool:

@@ -922,3 +922,26 @@ def test_renaming_onto_an_existing_column_says_to_rename_that_one_too_in_the_ste
     kept = Task("rows", LocalFileSource(rows_file), [ECHO], splits=("train",),
                 preprocessors=[task_registry.Rename({"extra": "label", "label": "label_original"})])
     assert (kept.load_rows("train")[0]["label"], kept.load_rows("train")[0]["label_original"]) == ("e", 0)
+
+
+def test_a_misspelt_or_unwritable_field_in_a_preprocessor_expression_is_named_as_in_a_template(tmp_path):
+    # a filter or map expression's missing field listed the row's fields alone, where a template's names the one it
+    # is close to, or the column to rename
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps({"text": "a", "label": 1, "a.b": 2}) + "\n")
+    fields = "the row has fields ['a.b', 'label', 'text']"
+    for step, expression, hint in (
+            (task_registry.Filter("lable != 7"), "lable != 7", "did you mean 'label' (a misspelt name in the "
+                                                               "expression)?"),
+            (task_registry.Map({"x": "lable + 1"}), "lable + 1", "did you mean 'label' (a misspelt name in the "
+                                                                 "expression)?"),
+            (task_registry.Filter("a.b == 2"), "a.b == 2", "the row's field 'a.b' has a name Jinja cannot write (it "
+                                                           "reads `a.b` as the key b of a field a, `c-d` as c minus "
+                                                           "d): rename it with a `rename` preprocessor (YAML: `- "
+                                                           "rename: {'a.b': a_b}`) and write a_b")):
+        task = Task("rows", LocalFileSource({"train": str(path)}), [ECHO], splits=("train",), preprocessors=[step])
+        with pytest.raises(TemplateRenderError) as raised:
+            task.load_rows("train")
+        assert str(raised.value).endswith(f"row 0: expression {expression!r} uses a missing field "
+                                          f"('{expression.split(' ')[0].split('.')[0]}' is undefined); {fields}; "
+                                          f"{hint}"), expression

@@ -630,7 +630,7 @@ def test_a_field_whose_name_a_template_cannot_write_says_to_rename_it():
             Template("t", jinja).render(row, task="demo", row_index=0)
         assert str(info.value) == (
             f"task 'demo', template 't', row 0: field {field!r} is missing from the row; {fields}; the row's field "
-            f"{name!r} has a name no template can write (Jinja reads `a.b` as the key b of a field a, `c-d` as c "
+            f"{name!r} has a name Jinja cannot write (it reads `a.b` as the key b of a field a, `c-d` as c "
             f"minus d): rename it with a `rename` preprocessor (YAML: `- rename: {{{name!r}: {written}}}`) and "
             f"write {written}"), jinja
     with pytest.raises(MissingFieldError) as info:  # a field that can be written is still suggested as before
