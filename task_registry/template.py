@@ -140,12 +140,16 @@ def _unescape_pipe(text: str) -> str:
 
 
 def _key_path(node: jinja2.nodes.Node) -> Optional[tuple[str, ...]]:
-    """`label` → ("label",), `idx.label` → ("idx", "label"); None for any other expression."""
+    """`label` → ("label",), `idx.label` and `idx['label']` → ("idx", "label"); None for any other expression."""
     if isinstance(node, jinja2.nodes.Name):
         return (node.name,)
     if isinstance(node, jinja2.nodes.Getattr):
         parent = _key_path(node.node)
         return None if parent is None else (*parent, node.attr)
+    if isinstance(node, jinja2.nodes.Getitem) and isinstance(node.arg, jinja2.nodes.Const) and \
+            isinstance(node.arg.value, str):
+        parent = _key_path(node.node)
+        return None if parent is None else (*parent, node.arg.value)
     return None
 
 
@@ -300,15 +304,15 @@ class Template:
 
     @functools.cached_property
     def attribute_paths(self) -> tuple[tuple[str, ...], ...]:
-        """The nested row fields the Jinja reads as attributes (`pair.a` as ("pair", "a")); names the template binds
-        itself (`for`, `set`) are not row fields."""
+        """The nested row fields the Jinja reads as attributes or by a key (`pair.a`, `pair['a']` as ("pair", "a"));
+        names the template binds itself (`for`, `set`) are not row fields."""
         sources = [s for s in (self.jinja, self.answer_choices, self.references, self.instruction, self.context)
                    if s is not None]
         paths: set[tuple[str, ...]] = set()
         for source in sources:
             tree = ENVIRONMENT.parse(source)
             bound = {name.name for name in tree.find_all(jinja2.nodes.Name) if name.ctx in ("store", "param")}
-            paths.update(path for node in tree.find_all(jinja2.nodes.Getattr)
+            paths.update(path for node in tree.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem))
                          if (path := _key_path(node)) is not None and path[0] not in bound)
         return tuple(sorted(paths))
 

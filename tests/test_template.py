@@ -717,3 +717,15 @@ def test_a_hyphenated_name_refused_as_a_subtraction_also_says_to_rename_such_a_c
     with pytest.raises(TaskDefinitionError) as raised:  # a subtraction written with spaces: as before
         Template("t", "{{ n - 1 }} ||| x")
     assert str(raised.value) == "template 't': " + _misbound_message("n - 1", "`-`")
+
+
+def test_a_nested_field_read_by_a_subscript_is_named_as_one_read_as_an_attribute_is():
+    # `{{ nested['k'] }}` of a null `nested`, or of one without `k`, was "field 'k' is missing from the row", naming a
+    # key as the row's field, where `{{ nested.k }}` names the record
+    for row, what in (({"nested": None}, "field 'nested' is null on this row and the template reads nested.k from it"),
+                      ({"nested": {"j": 1}}, "field 'nested' has no key 'k' (the template reads nested.k); it has the "
+                                             "keys ['j']")):
+        for jinja in ("{{ nested['k'] }} ||| x", "{{ nested.k }} ||| x"):
+            with pytest.raises(MissingFieldError) as info:
+                Template("t", jinja).render(row, task="demo", row_index=0)
+            assert what in str(info.value), jinja
