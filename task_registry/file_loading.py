@@ -1,18 +1,19 @@
 """Reading a split's data files through datasets' readers, every failure a `DataSourceError` naming the source, the
 files and the split with the reader's own explanation (`load_files`; `load_saved` for a folder `save_to_disk` wrote):
 a file that does not exist or a pattern that matches none, files that are not UTF-8 text (`not_utf8`: the file, line
-and byte), files with no rows, and a streamed split's errors raised as its map-style load raises them
-(`raising_stream`)."""
+and byte), a json file the reader fails on (`json_problem`: its line that is no JSON object), files with no rows, and
+a streamed split's errors raised as its map-style load raises them (`raising_stream`)."""
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from .csv_files import check_csv_shape, csv_features
 from .data_paths import is_pattern, matched_files, read_twice, split_folders, unmatched_pattern
 from .errors import DataSourceError, TaskDefinitionError
-from .file_formats import line_opener, split_format
+from .file_formats import format_of, line_opener, split_format
 from .lazy_modules import LazyModule
 from .reader_logs import reader_errors_unlogged
 
@@ -155,8 +156,52 @@ def _read_error(error: BaseException, files: Sequence[Path], split: str, what: s
                                f"the split")
     if caused_by(error, UnicodeDecodeError):  # a csv file (pandas decodes it), or a json one streamed
         return DataSourceError(not_utf8(files, split, what))
+    where = json_problem(files)
     return DataSourceError(f"{what}: could not load {[str(f) for f in files]} for split {split!r}: "
-                           f"{error_chain(error)}")
+                           f"{f'{where}; the reader: ' if where else ''}{error_chain(error)}")
+
+
+def json_problem(files: Sequence[Path]) -> Optional[str]:
+    """Where the first of the json `files` that is neither JSON lines (one object a line) nor one JSON document goes
+    wrong: its line that is no valid JSON or no object, or the document's error with its line and column; None when
+    each reads (the reader failed for another reason), or is no .json/.jsonl file Python can read line by line."""
+    for file in files:
+        opener = line_opener(file)
+        if opener is None or not file.is_file() or format_of(file)[0] != "json":
+            continue
+        with opener(file, "rt", encoding="utf-8-sig") as handle:
+            lines = enumerate(handle, 1)
+            first = next(((number, line) for number, line in lines if line.strip()), None)
+            if first is None or not isinstance(_json_or_none(first[1]), dict):  # (one document, as a .json file)
+                handle.seek(0)
+                try:
+                    json.load(handle)
+                except ValueError as error:
+                    return f"{str(file)!r} is not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
+                continue
+            for number, line in (first, *lines):
+                problem = _json_line_problem(line) if line.strip() else None
+                if problem:
+                    return f"{str(file)!r} line {number} {problem}: write one JSON object a line"
+    return None
+
+
+def _json_or_none(text: str) -> Any:
+    """The JSON value `text` holds, None where it holds none."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _json_line_problem(line: str) -> Optional[str]:
+    """Why a line of a JSON lines file is no row: not valid JSON (why, at which column), or no object; else None."""
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as error:
+        return f"is not valid JSON ({error.msg} at column {error.colno})"
+    kinds = {list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return None if isinstance(value, dict) else f"is a JSON {kinds.get(type(value), 'number')}, not an object"
 
 
 def caused_by(error: BaseException, kind: type) -> bool:

@@ -945,3 +945,22 @@ def test_a_misspelt_or_unwritable_field_in_a_preprocessor_expression_is_named_as
         assert str(raised.value).endswith(f"row 0: expression {expression!r} uses a missing field "
                                           f"('{expression.split(' ')[0].split('.')[0]}' is undefined); {fields}; "
                                           f"{hint}"), expression
+
+
+def test_a_json_file_the_reader_fails_on_is_named_with_its_line_that_is_no_json_object(tmp_path):
+    # was "could not load [...]: DatasetGenerationError: ... ← ArrowInvalid: JSON parse error: Column() changed from
+    # object to string in row 0 ← ValueError: Trailing data at position 22" for a jsonl file whose second line is an
+    # array: a row 0 that is fine, and no line
+    cases = (("array.jsonl", '{"q": "a"}\n\n[1, 2]\n', "line 3 is a JSON array, not an object: write one JSON object "
+                                                       "a line"),
+             ("comma.jsonl", '{"q": "a"}\n{"q": "b" "c": 3}\n', "line 2 is not valid JSON (Expecting ',' delimiter "
+                                                                "at column 11): write one JSON object a line"),
+             ("doc.json", '[\n  {"q": "a"},\n  {"q": "b"\n]\n', "is not valid JSON (Expecting ',' delimiter at line "
+                                                                "4 column 1)"))
+    for name, text, problem in cases:
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(DataSourceError) as raised:
+            LocalFileSource(path).load("train")
+        assert str(raised.value).startswith(f"local files source: could not load ['{path}'] for split 'train': "
+                                            f"'{path}' {problem}; the reader: "), name
