@@ -148,13 +148,15 @@ def refusing_null_text(filter_function: Any) -> Any:
 
 
 class _NullRefusingCodeGenerator(BoundedCodeGenerator):
-    """`jinja_limits`' code generator with each operand of a `~` concatenation made text by `environment.text_operand`
-    (the `string` filter), which refuses a null inside `refusing_printed_nulls` (Jinja's `str` of it writes "None")."""
+    """`jinja_limits`' code generator with each operand of a `~` concatenation made text by the `string` filter, which
+    refuses a null inside `refusing_printed_nulls` (Jinja's `str` of it writes "None"): the template's tree is
+    rewritten before its code is written, so the filter is among those the code looks up."""
 
-    def visit_Concat(self, node: jinja2.nodes.Concat, frame: Any) -> None:
-        operands = [jinja2.nodes.Call(jinja2.nodes.EnvironmentAttribute("text_operand"), [operand], [], None, None,
-                                      lineno=operand.lineno) for operand in node.nodes]
-        super().visit_Concat(jinja2.nodes.Concat(operands, lineno=node.lineno), frame)
+    def visit_Template(self, node: jinja2.nodes.Template, frame: Any = None) -> None:
+        for concat in list(node.find_all(jinja2.nodes.Concat)):
+            concat.nodes = [jinja2.nodes.Filter(operand, "string", [], [], None, None, lineno=operand.lineno)
+                            for operand in concat.nodes]
+        super().visit_Template(node, frame)
 
 
 def seeded_choices(rng: Optional[random.Random]) -> contextlib.AbstractContextManager:
@@ -165,13 +167,12 @@ def seeded_choices(rng: Optional[random.Random]) -> contextlib.AbstractContextMa
 class _LimitedSandbox(SandboxedEnvironment):
     """The sandbox with `**`, `*`, `+` and `%` intercepted (so never folded at compile time) and bounded,
     `jinja_limits`' bounds on loops, `~`, padding, format widths, `lipsum` and macro call depth, and a null refused
-    as an operand of `~` (`text_operand`) inside `refusing_printed_nulls`."""
+    as an operand of `~` inside `refusing_printed_nulls`."""
 
     intercepted_binops = frozenset({"**", "*", "+", "%"})
     code_generator_class = _NullRefusingCodeGenerator
     counted_iteration = staticmethod(counted_iteration)
     bounded_text = staticmethod(bounded_text)
-    text_operand = staticmethod(string)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (Jinja's)
         """Jinja's sandboxed call, with `jinja_limits`' checks; a recursive loop's `loop(items)` counts its items, a
