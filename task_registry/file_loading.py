@@ -167,7 +167,7 @@ def json_problem(files: Sequence[Path]) -> Optional[str]:
     each reads (the reader failed for another reason), or is no .json/.jsonl file Python can read line by line."""
     for file in files:
         opener = line_opener(file)
-        if opener is None or not file.is_file() or format_of(file)[0] != "json":
+        if opener is None or not file.is_file() or _reader_of(file) != "json":
             continue
         with opener(file, "rt", encoding="utf-8-sig") as handle:
             lines = enumerate(handle, 1)
@@ -184,6 +184,15 @@ def json_problem(files: Sequence[Path]) -> Optional[str]:
                 if problem:
                     return f"{str(file)!r} line {number} {problem}: write one JSON object a line"
     return None
+
+
+def _reader_of(file: Path) -> Optional[str]:
+    """The reader of the data file `file` by its extension (`format_of`), None for an extension of none (a file a
+    hub dataset's reader was given under another name)."""
+    try:
+        return format_of(file)[0]
+    except TaskDefinitionError:
+        return None
 
 
 def _json_or_none(text: str) -> Any:

@@ -26,7 +26,8 @@ from .data_paths import (PathLike, absolute_paths, file_names, files_summary, is
 from .data_reads import DataRead
 from .errors import DataSourceError, TaskDefinitionError, close_matches
 from .file_formats import file_readers, format_of, is_file_builder, misspelt_reader_problem, split_format
-from .file_loading import caused_by, checked_text, error_chain, load_files, load_saved, not_utf8, raising_stream
+from .file_loading import (caused_by, checked_text, error_chain, json_problem, load_files, load_saved, not_utf8,
+                           raising_stream)
 from .hub import use_hub
 from .lazy_modules import LazyModule
 from .path_hints import close_existing_path
@@ -290,8 +291,9 @@ class HFSource(Source):
                 if self.reads_local_folder() else
                 f"offline, point --data-dir / ${DATA_DIR_ENV} at a folder with "
                 f"<path>/<config or default>/<split>.jsonl")
+        where = json_problem(self._split_files(split)) if self.data_files is not None and self.path == "json" else None
         return DataSourceError(f"hub dataset {self.describe()} split {split!r} could not be loaded "
-                               f"({error_chain(error)}); {hint}")
+                               f"({f'{where}; the reader: ' if where else ''}{error_chain(error)}); {hint}")
 
     def _missing_local(self, local: Path, split: str) -> str:
         """Why the data dir has no `local` file for `split`: which configs or splits it does hold."""

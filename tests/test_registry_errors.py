@@ -964,3 +964,15 @@ def test_a_json_file_the_reader_fails_on_is_named_with_its_line_that_is_no_json_
             LocalFileSource(path).load("train")
         assert str(raised.value).startswith(f"local files source: could not load ['{path}'] for split 'train': "
                                             f"'{path}' {problem}; the reader: "), name
+
+
+def test_a_json_file_readers_data_file_is_named_with_its_line_that_is_no_json_object(tmp_path):
+    # as a local file's: `hf: json` with data_files said only the reader's "Column() changed from object to array"
+    from task_registry import HFSource
+
+    path = tmp_path / "array.jsonl"
+    path.write_text('{"q": "a"}\n[1, 2]\n')
+    with pytest.raises(DataSourceError) as raised:
+        HFSource("json", data_files={"train": str(path)}).load("train")
+    assert str(raised.value).startswith(f"hub dataset json split 'train' could not be loaded ('{path}' line 2 is a "
+                                        f"JSON array, not an object: write one JSON object a line; the reader: ")
