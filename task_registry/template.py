@@ -220,7 +220,7 @@ class Template:
 
     # -- compilation -------------------------------------------------------------------------------------
     def _compile(self) -> None:
-        if why := self._misbound(MISBOUND):  # (file:line first, as a syntax error's)
+        if why := self._misbound(MISBOUND) or self._reads_other_templates():  # (file:line first, as a syntax error's)
             where = f"{self.source_file}:{self.source_line}: " if self.source_file and self.source_line else ""
             raise TaskDefinitionError(f"{where}template {self.name!r}: {why}")
         self._main = self._compile_one(with_truncation(self.jinja), self.jinja)
@@ -233,6 +233,22 @@ class Template:
             with_truncation(self.instruction), self.instruction)
         self._context = None if self.context is None else self._compile_one(
             with_truncation(self.context), self.context)
+
+    def _reads_other_templates(self) -> Optional[str]:
+        """Why the Jinja cannot render: a tag reading another template (`include`, `import`, `extends`), which the
+        sandbox holds none of; else None (a text that does not parse is left to its compiling)."""
+        tags = {jinja2.nodes.Include: "include", jinja2.nodes.Import: "import",
+                jinja2.nodes.FromImport: "from ... import", jinja2.nodes.Extends: "extends"}
+        for text in (self.jinja, self.answer_choices, self.references, self.instruction, self.context):
+            try:
+                node = None if text is None else next(ENVIRONMENT.parse(text).find_all(tuple(tags)), None)
+            except jinja2.TemplateSyntaxError:
+                continue
+            if node is not None:
+                return (f"`{{% {tags[type(node)]} %}}` reads another template file, and a task's template reads none "
+                        f"(each renders on its own, in a sandbox): write that text into this one, or a macro "
+                        f"(`{{% macro %}}`) defined in it")
+        return None
 
     def _compile_one(self, source: str, original: str) -> jinja2.Template:
         """Compile `source` (the `original` text, possibly with the truncation rewrite) or raise naming the

@@ -729,3 +729,18 @@ def test_a_nested_field_read_by_a_subscript_is_named_as_one_read_as_an_attribute
             with pytest.raises(MissingFieldError) as info:
                 Template("t", jinja).render(row, task="demo", row_index=0)
             assert what in str(info.value), jinja
+
+
+def test_a_template_reading_another_template_file_is_refused_where_it_is_built():
+    # `{% include 'x.j2' %}` was taken, and then every row failed: "rendering failed with TemplateNotFound: x.j2"
+    for jinja, tag in (("{% include 'x.j2' %} ||| y", "include"), ("{% import 'm' as m %}{{ q }} ||| y", "import"),
+                       ("{% from 'm' import f %}{{ q }} ||| y", "from ... import"), ("{% extends 'b' %} ||| y",
+                                                                                      "extends")):
+        with pytest.raises(TaskDefinitionError) as raised:
+            Template("t", jinja, source_file="tasks/t.yaml", source_line=3)
+        assert str(raised.value) == (
+            f"tasks/t.yaml:3: template 't': `{{% {tag} %}}` reads another template file, and a task's template reads "
+            f"none (each renders on its own, in a sandbox): write that text into this one, or a macro "
+            f"(`{{% macro %}}`) defined in it"), jinja
+    with pytest.raises(TaskDefinitionError, match=r"^template 't': `\{% include %\}` reads another template file"):
+        Template("t", "{{ q }} ||| {{ a }}", context="{% include 'c.j2' %}")
