@@ -8,7 +8,7 @@ most common items, `None` for an empty input). Ours differs on purpose in three 
 instead of rendering as empty text, so a row that lacks a field is an error, not a silent blank, and a template
 that prints a null value raises instead of writing "None" (`refusing_printed_nulls`: the dataset reader fills a
 field some rows of a file lack with null, so that is the same missing field), as does one that makes text of it with
-a filter (`upper`, `trim`, ...; `join` of a null item) or a `~` concatenation.
+a filter (`upper`, `trim`, ...; `join` of a null item) or a `~` concatenation, or a number (`int`, `float`: 0).
 
 `choice`, and Jinja's own `random` filter (which promptsource templates also use), draw from a per-render
 `random.Random` when one is active (`seeded_choices`), so a rendering is reproducible from `(seed, row index)`;
@@ -81,7 +81,12 @@ def most_frequent(items: Sequence[Any]) -> Optional[list[Any]]:
 
 
 class NullPrintedError(jinja2.exceptions.TemplateRuntimeError):
-    """A template printed a null value while `refusing_printed_nulls` is active."""
+    """A template printed a null value while `refusing_printed_nulls` is active (`as_number`: made a number of it, as
+    the `int` and `float` filters make 0 of it)."""
+
+    def __init__(self, message: str, as_number: bool = False):
+        super().__init__(message)
+        self.as_number = as_number
 
 
 _REFUSE_NULLS: ContextVar[bool] = ContextVar("task_registry_refuse_nulls", default=False)
@@ -122,6 +127,18 @@ def string(value: Any) -> str:
 #: inside `refusing_printed_nulls` a null there is refused, as one printed is
 _TEXT_FILTERS = ("capitalize", "center", "e", "escape", "forceescape", "indent", "join", "lower", "replace",
                  "striptags", "title", "trim", "truncate", "upper", "urlize", "wordcount", "wordwrap")
+
+
+def refusing_null_number(filter_function: Any) -> Any:
+    """Jinja's `int` or `float` filter, raising `NullPrintedError` for a null inside `refusing_printed_nulls` instead
+    of making 0 of it (a row without a label would index the first answer choice)."""
+    @functools.wraps(filter_function)
+    def refusing(value: Any, *args: Any, **kwargs: Any) -> Any:
+        if value is None and _REFUSE_NULLS.get():
+            raise NullPrintedError("a null value is made a number", as_number=True)
+        return filter_function(value, *args, **kwargs)
+
+    return refusing
 
 
 def refusing_null_text(filter_function: Any) -> Any:
@@ -225,6 +242,8 @@ def _build_environment() -> SandboxedEnvironment:
     env.filters["format"] = bounded_format_filter(env.filters["format"])
     for name in _TEXT_FILTERS:
         env.filters[name] = refusing_null_text(env.filters[name])
+    for name in ("int", "float"):
+        env.filters[name] = refusing_null_number(env.filters[name])
     return env
 
 
@@ -232,7 +251,7 @@ ENVIRONMENT = _build_environment()
 
 #: the version of this module's sandbox, filters and globals: raise it when one of them changes what a template or
 #: expression yields, so results cached under the old behaviour are not reused
-SANDBOX_VERSION = 5
+SANDBOX_VERSION = 6
 
 
 def environment_version() -> str:

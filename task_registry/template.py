@@ -463,8 +463,8 @@ class Template:
         try:
             with refusing_printed_nulls():
                 return compiled.render(variables)
-        except NullPrintedError:
-            raise self._null_printed_error(variables, task, row_index) from None
+        except NullPrintedError as error:
+            raise self._null_printed_error(variables, task, row_index, error.as_number) from None
         except SecurityError as error:
             raise self._error(f"refused unsafe access in the template sandbox: {error}", task, row_index,
                               kind=SandboxViolationError) from None
@@ -491,10 +491,14 @@ class Template:
         texts = (self.jinja, self.instruction, self.context)
         return next((why for text in texts if text is not None and (why := misbound_truncation(text, operators))), None)
 
-    def _null_printed_error(self, variables: Mapping[str, Any], task: Optional[str],
-                            row_index: Optional[int]) -> TemplateRenderError:
-        """The error of a rendering that printed a null value: the row's null field the template reads, if any."""
+    def _null_printed_error(self, variables: Mapping[str, Any], task: Optional[str], row_index: Optional[int],
+                            as_number: bool = False) -> TemplateRenderError:
+        """The error of a rendering that printed a null value (`as_number`: made a number of it): the row's null field
+        the template reads, if any."""
         nulls = self._null_fields(variables)
+        if nulls and as_number:
+            return self._null_error(nulls[0], "makes a number of it (Jinja's `int` and `float` make 0 of a null)",
+                                    variables, task, row_index)
         if nulls:
             return self._null_error(nulls[0], "prints it", variables, task, row_index)
         items = sorted(k for k in self.variables if isinstance(variables.get(k), (list, tuple))

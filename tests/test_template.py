@@ -744,3 +744,17 @@ def test_a_template_reading_another_template_file_is_refused_where_it_is_built()
             f"(`{{% macro %}}`) defined in it"), jinja
     with pytest.raises(TaskDefinitionError, match=r"^template 't': `\{% include %\}` reads another template file"):
         Template("t", "{{ q }} ||| {{ a }}", context="{% include 'c.j2' %}")
+
+
+def test_a_null_field_made_a_number_is_refused_naming_it():
+    # Jinja's `int` and `float` filters make 0 of a null: `{{ answer_choices[label | int] }}` rendered the first choice
+    # as the target of a row without a label
+    for jinja, field in (("{{ q }} ||| {{ answer_choices[label | int] }}", "label"),
+                         ("{{ q }} {{ (score | float) }} ||| yes", "score")):
+        with pytest.raises(MissingFieldError) as info:
+            Template("t", jinja, answer_choices="no ||| yes").render({"q": "?", "label": None, "score": None},
+                                                                     task="demo", row_index=0)
+        assert f"field {field!r} is null on this row and the template makes a number of it (Jinja's `int` and " \
+               f"`float` make 0 of a null)" in str(info.value), jinja
+    assert Template("t", "{{ ((n | int) + 1) }} ||| x").render({"n": "2"}).inputs == "3"
+    assert ENVIRONMENT.compile_expression("n | int")(n=None) == 0  # (a preprocessor's expression: as before)
