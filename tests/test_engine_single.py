@@ -2147,3 +2147,28 @@ def test_a_run_from_a_relative_folder_read_from_another_directory_names_where_it
             rf" which is there: point model\.name_or_path in {re.escape(str(tmp_path / 'run' / 'config.yaml'))} at "
             rf"it, or run this where the run was started$")):
         load_trained_model(tmp_path / "run")
+
+
+@pytest.mark.parametrize("precision,stage", [("fp32", 0), ("fp32", 2), ("bf16", 1)])
+def test_a_resume_steps_with_its_own_betas_and_weight_decay(tmp_path, tok, cache, monkeypatch, precision, stage):
+    # was: DeepSpeed's load gave the optimizer the checkpoint's param groups, so a resume with another
+    # training.betas or weight_decay, which its warning says apply from the resumed step, kept training with the old
+    from t2t_mtl.engine.lr_schedule import RunSchedule
+
+    ran = []
+    real_step = RunSchedule.step
+
+    def step(self, *args):  # after each optimizer step: the settings it ran with
+        if self.last_epoch >= 0:
+            group = self.optimizer.param_groups[0]
+            ran.append((list(group["betas"]), group["weight_decay"]))
+        real_step(self, *args)
+
+    monkeypatch.setattr(RunSchedule, "step", step)
+    training = {"steps": 2, "checkpoint_every": 2, "precision": precision}
+    sections = {"deepspeed": {"zero_stage": stage}}
+    train(tiny_config(tmp_path / "run", tok, cache, training=training, **sections), evaluate_held_in=False)
+    training.update(steps=4, betas=[0.5, 0.6], weight_decay=0.25)
+    train(tiny_config(tmp_path / "run", tok, cache, training=training, **sections), resume="auto",
+          evaluate_held_in=False)
+    assert ran == [([0.9, 0.999], 0.0)] * 2 + [([0.5, 0.6], 0.25)] * 2
