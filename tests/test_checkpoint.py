@@ -139,3 +139,23 @@ def test_a_precision_auto_did_not_choose_is_refused_as_any_changed_precision(tmp
     assert str(refused.value) == (f"checkpoint {tmp_path} was written with training.precision = {saved!r}, this run "
                                   f"has 'fp32': resume with the same precision, or set training.output_dir to a new "
                                   f"directory to start a new run")
+
+
+@pytest.mark.parametrize("meta, why", [
+    ({"name": "another program's", "step": 3}, "it lacks 'world_size', 'zero_stage', 'precision'"),
+    ({"step": 3, "world_size": "two", "zero_stage": 0, "precision": "fp32"}, "its 'world_size' is no whole number"),
+    ([3, 1], "it holds a list, not an object"),
+])
+def test_a_resume_from_a_folder_whose_meta_json_no_run_wrote_is_refused_naming_it(tmp_path, tok, meta, why):
+    # was: a KeyError ('zero_stage') from deep in the start, which the CLI printed as "error: 'zero_stage'", or an
+    # AttributeError ('list' object has no attribute 'get') with a traceback
+    import json
+
+    foreign = tmp_path / "other" / "checkpoint-3"
+    (foreign / "ds").mkdir(parents=True)
+    (foreign / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ck.CheckpointError) as refused:
+        train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", training={"steps": 2}), resume=str(foreign),
+              evaluate_held_in=False)
+    assert str(refused.value) == (f"{foreign / 'meta.json'} is no t2t-mtl checkpoint's ({why}): resume from a "
+                                  f"checkpoint a t2t-mtl run wrote (<run>/checkpoints/step-N) or the run's folder")

@@ -112,12 +112,39 @@ def resumes_in_place(resume: Union[str, Path], run_dir: Path) -> bool:
 
 def read_meta(ckpt: Path, hint: Optional[str] = None) -> Dict[str, Any]:
     """The checkpoint's meta.json; CheckpointError when it is missing or unreadable, ending in `hint` (what to do;
-    None: a resume's, `CORRUPT_HINT`)."""
+    None: a resume's, `CORRUPT_HINT`), or holds no JSON object (`check_resume_meta` checks its keys)."""
     path = Path(ckpt) / "meta.json"
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{path} cannot be read ({err}); {hint or CORRUPT_HINT}") from None
+    if not isinstance(meta, dict):
+        raise _foreign_meta(path, f"it holds a {type(meta).__name__}, not an object", hint)
+    return meta
+
+
+#: what the meta.json of every checkpoint holds, which a resume reads: whole numbers, and the precision
+_WHOLE_NUMBERS = ("step", "world_size", "zero_stage")
+RESUME_META_KEYS = (*_WHOLE_NUMBERS, "precision")
+
+
+def check_resume_meta(ckpt: Path) -> None:
+    """CheckpointError naming checkpoint `ckpt`'s meta.json where a resume could not read it as a t2t-mtl run's: it
+    lacks a key of `RESUME_META_KEYS` or holds a step, world size or ZeRO stage that is no whole number (a folder of
+    another program's, or an edited file)."""
+    meta = read_meta(ckpt)
+    missing = [key for key in RESUME_META_KEYS if key not in meta]
+    if missing:
+        raise _foreign_meta(Path(ckpt) / "meta.json", f"it lacks {', '.join(map(repr, missing))}")
+    for key in _WHOLE_NUMBERS:
+        if not isinstance(meta[key], int) or isinstance(meta[key], bool):
+            raise _foreign_meta(Path(ckpt) / "meta.json", f"its {key!r} is no whole number")
+
+
+def _foreign_meta(path: Path, why: str, hint: Optional[str] = None) -> CheckpointError:
+    """The CheckpointError of a meta.json no t2t-mtl run wrote, saying `why`, ending in `hint` (None: a resume's)."""
+    return CheckpointError(f"{path} is no t2t-mtl checkpoint's ({why}): " + (
+        hint or "resume from a checkpoint a t2t-mtl run wrote (<run>/checkpoints/step-N) or the run's folder"))
 
 
 #: what a message about an unusable checkpoint file tells the user to do

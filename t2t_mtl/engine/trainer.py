@@ -366,6 +366,8 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
         checkpoint_saving.remove_stale_temporaries(run_dir, env)   # nothing: what a killed save left goes here)
         barrier("a killed save's leftovers removed")
     resume_from = ckpt_io.resolve_checkpoint(resume, run_dir) if resume else None
+    if resume_from is not None:
+        ckpt_io.check_resume_meta(resume_from)
 
     # ---- data: mixture → tokenizer → per-task tokenized streams
     path = cfg.model.name_or_path
