@@ -733,3 +733,21 @@ def test_a_resume_with_model_settings_that_keep_the_shapes_warns_naming_them(tmp
     out = capsys.readouterr().out
     assert re.search(r"warning: this run's model settings differ from checkpoint \S*step-00000003'?s: "
                      r"model\.dims\.dropout_rate = 0\.0 there, 0\.25 here; its weights fit", out), out
+
+
+@pytest.mark.parametrize("evaluation, evaluated", [({"held_out": False}, []), ({"every": 0}, [6])])
+def test_a_resume_without_evaluations_during_training_makes_none_the_sigterm_deferred(tmp_path, tok, monkeypatch,
+                                                                                       evaluation, evaluated):
+    # was: the evaluation a SIGTERM deferred to the resumed run was made whatever the resumed run's evaluation
+    # section: with held_out off there was nothing to evaluate, and the run died on it (TypeError: 'NoneType'
+    # object is not subscriptable, in log_held_out)
+    sections = {**HELD_OUT, "evaluation": {**HELD_OUT["evaluation"], "every": 4}, "training": {"steps": 6}}
+    cfg = tiny_config(tmp_path / "run", tok, tmp_path / "cache", **sections)
+    with monkeypatch.context() as patch:
+        _sigterm_during_step(patch, 4)
+        assert train(cfg, evaluate_held_in=False).interrupted
+    cfg["evaluation"] = {**cfg["evaluation"], **evaluation}
+    assert train(cfg, resume="auto", evaluate_held_in=False).step == 6
+    # (every 0: only the evaluation after training)
+    assert [record["step"] for record in read_held_out(tmp_path / "run" / "logs")] == evaluated
+    assert not (tmp_path / "run" / "eval" / "step-00000004").exists()

@@ -570,8 +570,8 @@ def _train(cfg: Config, started: float, resume: Union[str, Path, None], data_dir
             logger.message(f"model: {total / 1e6:.2f}M parameters{frozen}; tasks: {len(task_names)}; "
                            f"examples: {sum(task_sizes.values())}; world size {env.world_size}; ZeRO stage "
                            f"{engine.zero_optimization_stage()}; precision {precision}")
-        elif progress.pending_evaluation == progress.step:  # deferred by the SIGTERM that ended the interrupted run
-            evaluate_zero_shot(progress.step)
+        elif progress.pending_evaluation == progress.step and eval_every:  # deferred by the SIGTERM that ended
+            evaluate_zero_shot(progress.step)  # the interrupted run (none where the resumed run evaluates none)
         if progress.step < t.steps:
             logger.message(sampler.describe())  # the rates trained on (a schedule's changes: see show_logger below)
             per_micro_batch = 1 if mode == "homogeneous" else t.micro_batch_size * env.world_size  # tasks drawn
