@@ -1214,3 +1214,19 @@ def test_a_method_whose_weights_are_not_one_finite_number_per_task_is_refused_na
                                                       rf"{re.escape(shown)} for the 3 tasks present in the step; it "
                                                       rf"must return one finite weight per present task, shape \[3\]"):
             Odd(len(gram)).weights(gram)
+
+
+@pytest.mark.parametrize("method", ["pcgrad", "gradvac"])
+def test_a_gradient_surgery_state_saved_with_another_seed_is_refused_naming_it(method):
+    # was: loaded, so a resume with another gradient_surgery.seed went on with the saved task orders: the new seed
+    # silently unused (a resume with another training.seed is refused as well)
+    model = TwoHeads().double()
+    saved = GradientSurgery({"method": method, "seed": 3}, model.named_parameters(), ["a", "b"]).state_dict()
+    with pytest.raises(GradientMethodError) as refused:
+        GradientSurgery({"method": method, "seed": 4}, model.named_parameters(), ["a", "b"]).load_state_dict(saved)
+    assert str(refused.value) == (f"the gradient-surgery state was saved with gradient_surgery.seed 3, this run has "
+                                  f"4: resume with the same seed (the saved {method} state goes on with its "
+                                  f"sequence of task orders)")
+    GradientSurgery({"method": method, "seed": 3}, model.named_parameters(), ["a", "b"]).load_state_dict(saved)
+    del saved["seed"]  # (states before 2026-12-08 lack it)
+    GradientSurgery({"method": method, "seed": 4}, model.named_parameters(), ["a", "b"]).load_state_dict(saved)

@@ -247,13 +247,14 @@ class GradientSurgery:
         return len(self.segment_offsets) - 1 if self.method.segmented else 1
 
     def state_dict(self) -> dict[str, Any]:
-        """The method's name and state, with the tasks and segment count it belongs to."""
+        """The method's name and state, with the tasks, segment count and seed option (None: a method without
+        one) it belongs to."""
         return {"method": self.method.name, "tasks": list(self.task_names), "segments": self.num_segments,
-                "state": self.method.state_dict()}
+                "seed": self.method.options.get("seed"), "state": self.method.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a `state_dict()` of the same method, tasks and segmentation; refuses another one (before any
-        step uses it) naming the config key."""
+        """Restore a `state_dict()` of the same method, tasks, segmentation and seed; refuses another one (before
+        any step uses it) naming the config key."""
         if state["method"] != self.method.name:
             raise GradientMethodError(
                 f"the gradient-surgery state was saved with gradient_surgery.method {state['method']!r}, this run "
@@ -267,6 +268,12 @@ class GradientSurgery:
                 f"the gradient-surgery state was saved with gradient_surgery.per_layer giving {segments} "
                 f"segment(s), this run has {self.num_segments}: resume with the same per_layer (the "
                 f"{self.method.name} state is kept per segment)")
+        seed = state.get("seed", self.method.options.get("seed"))  # (states before 2026-12-08 lack it)
+        if seed != self.method.options.get("seed"):
+            raise GradientMethodError(
+                f"the gradient-surgery state was saved with gradient_surgery.seed {seed}, this run has "
+                f"{self.method.options.get('seed')}: resume with the same seed (the saved {self.method.name} state "
+                f"goes on with its sequence of task orders)")
         self.method.load_state_dict(state["state"])
 
     # --- helpers ---------------------------------------------------------------------------------------------
