@@ -2172,3 +2172,17 @@ def test_a_resume_steps_with_its_own_betas_and_weight_decay(tmp_path, tok, cache
     train(tiny_config(tmp_path / "run", tok, cache, training=training, **sections), resume="auto",
           evaluate_held_in=False)
     assert ran == [([0.9, 0.999], 0.0)] * 2 + [([0.5, 0.6], 0.25)] * 2
+
+
+def test_a_resume_with_a_torch_scheduler_of_deepspeed_extra_follows_its_own_lr(tmp_path, tok, cache):
+    # was: the scheduler's load restored its saved base lrs (and the optimizer its saved lrs), so a resume with
+    # another training.lr, which its warning says applies from the resumed step, kept training at the old one
+    scheduler = {"type": "StepLR", "params": {"step_size": 3, "gamma": 0.5}}
+    sections = {"deepspeed": {"extra": {"scheduler": scheduler}}}  # (ZeRO 0: DeepSpeed's ZeRO takes no torch one)
+    train(tiny_config(tmp_path / "run", tok, cache, training={"steps": 2, "lr": 0.01}, **sections),
+          evaluate_held_in=False)
+    train(tiny_config(tmp_path / "run", tok, cache, training={"steps": 4, "lr": 0.002}, **sections), resume="auto",
+          evaluate_held_in=False)
+    records = step_records(tmp_path / "run")
+    # (each record's lr is the one the next step runs at: StepLR halves it after the 3rd step)
+    assert [round(records[step]["lr"], 6) for step in (1, 2, 3, 4)] == [0.01, 0.01, 0.001, 0.001]

@@ -12,7 +12,7 @@ import torch
 
 from t2t_mtl.engine.checkpoint import CORRUPT_HINT, DS_TAG, UNIVERSAL_TAG, CheckpointError, rank_file, read_meta
 from t2t_mtl.engine.distributed import DistEnv
-from t2t_mtl.engine.lr_schedule import RunSchedule
+from t2t_mtl.engine.lr_schedule import RunSchedule, extra_base_lrs, rebase_extra_schedule
 from t2t_mtl.engine.optimizer_settings import optimizer_settings, restore_optimizer_settings
 from t2t_mtl.engine.torch_file_integrity import DamagedFileError, check_intact
 
@@ -81,7 +81,7 @@ def load_checkpoint(engine: Any, ckpt: Path, env: DistEnv, *, universal: bool = 
         raise CheckpointError(f"{ckpt / tag} (the DeepSpeed state) is missing or empty; {CORRUPT_HINT}")
     trainer_state = _load_file(ckpt / "trainer_state.pt")
     load_universal_format(engine, universal)
-    settings = optimizer_settings(engine)  # (the load replaces them with the saved ones)
+    settings, base_lrs = optimizer_settings(engine), extra_base_lrs(engine)  # (the load restores the saved)
     try:
         # (strict: a resume's model built unfilled relies on it to fill every tensor, `resumed_model`)
         path, _ = engine.load_checkpoint(str(ckpt), tag=tag, load_module_strict=True, load_optimizer_states=True,
@@ -95,6 +95,7 @@ def load_checkpoint(engine: Any, ckpt: Path, env: DistEnv, *, universal: bool = 
     if path is None:
         raise CheckpointError(f"DeepSpeed could not load {ckpt / tag}; {CORRUPT_HINT}")
     restore_optimizer_settings(engine, settings)
+    rebase_extra_schedule(engine, base_lrs)
     schedule = getattr(engine, "lr_scheduler", None)
     if isinstance(schedule, RunSchedule):  # ZeRO restores the saved lrs after the schedule's step
         schedule.apply()

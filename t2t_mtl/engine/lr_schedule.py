@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
@@ -41,6 +41,30 @@ class RunSchedule(torch.optim.lr_scheduler.LambdaLR):
         self._last_lr = [base * factor(self.last_epoch) for base, factor in zip(self.base_lrs, self.lr_lambdas)]
         for group, lr in zip(self.optimizer.param_groups, self._last_lr):
             group["lr"] = lr
+
+
+def extra_base_lrs(engine: Any) -> Optional[List[float]]:
+    """The base lrs of `engine`'s torch scheduler of `deepspeed.extra` (None for the run's own `RunSchedule`, a
+    DeepSpeed scheduler or none): taken before a checkpoint's load, which restores the saved ones."""
+    schedule = getattr(engine, "lr_scheduler", None)
+    if isinstance(schedule, torch.optim.lr_scheduler.LRScheduler) and not isinstance(schedule, RunSchedule):
+        return list(schedule.base_lrs)
+    return None
+
+
+def rebase_extra_schedule(engine: Any, base_lrs: Optional[List[float]]) -> None:
+    """After a checkpoint's load: give `engine`'s torch scheduler of `deepspeed.extra` the run's own base lrs back
+    (`extra_base_lrs`, taken before the load; the load restored the saved ones, so a resume with another
+    training.lr kept the old), the optimizer's lrs scaled with them from the restored ones: the lrs of the resumed
+    step on the new base (exact for the schedules proportional to their base lr: StepLR, ExponentialLR,
+    LambdaLR, ...)."""
+    schedule = getattr(engine, "lr_scheduler", None)
+    if base_lrs is None or list(schedule.base_lrs) == base_lrs:
+        return
+    for group, new, saved in zip(schedule.optimizer.param_groups, base_lrs, schedule.base_lrs):
+        group["lr"] = group["lr"] * new / saved if saved else new
+    schedule.base_lrs = list(base_lrs)
+    schedule._last_lr = [group["lr"] for group in schedule.optimizer.param_groups]
 
 
 def lr_scheduler(cfg: Config) -> Optional[Callable[[Any], Any]]:
