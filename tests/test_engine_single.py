@@ -603,7 +603,7 @@ def test_a_scheduler_deepspeed_cannot_build_is_refused_by_name(tmp_path, user_js
     # was: accepted, and the run died after tokenizing and building the model, in deepspeed.initialize: a
     # TypeError for params the scheduler does not take (WarmupDecayLR without total_num_steps), an
     # AssertionError for an unknown type
-    base = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}}
+    base = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}, "training": {"precision": "fp32"}}
     source = r"deepspeed\.extra\."
     if user_json:
         (tmp_path / "ds.json").write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {}}}))
@@ -625,7 +625,7 @@ def test_a_scheduler_deepspeed_cannot_build_is_refused_by_name(tmp_path, user_js
                                                r"a positive integer, got 0"):
         build({"type": "WarmupLR", "params": {"warmup_num_steps": 0}})
     build({"type": "WarmupDecayLR", "params": {"total_num_steps": 10}})
-    build({"type": "StepLR", "params": {"step_size": 2}})  # torch's schedulers, as DeepSpeed takes them
+    build({"type": "StepLR", "params": {"step_size": 2}})  # torch's schedulers, as DeepSpeed takes them (ZeRO 0, fp32)
 
 
 def test_the_schedule_resumes_from_deepspeeds_own_scheduler_state():
@@ -2186,3 +2186,22 @@ def test_a_resume_with_a_torch_scheduler_of_deepspeed_extra_follows_its_own_lr(t
     records = step_records(tmp_path / "run")
     # (each record's lr is the one the next step runs at: StepLR halves it after the 3rd step)
     assert [round(records[step]["lr"], 6) for step in (1, 2, 3, 4)] == [0.01, 0.01, 0.001, 0.001]
+
+
+@pytest.mark.parametrize("zero_stage, precision", [(1, "fp32"), (0, "bf16")])
+def test_a_torch_scheduler_deepspeed_would_hand_its_zero_or_bf16_optimizer_is_refused_by_name(zero_stage, precision):
+    # was: accepted, and the run died in deepspeed.initialize after the data and the model were ready: "TypeError:
+    # DeepSpeedZeroOptimizer is not an Optimizer" (FP16_UnfusedOptimizer at bf16), from torch's scheduler
+    from deepspeed.runtime.lr_schedules import VALID_LR_SCHEDULES
+
+    base = {"data": {"mixture": "m"}, "model": {"dims": {"d_model": 8}}, "training": {"precision": precision}}
+    scheduler = {"type": "StepLR", "params": {"step_size": 2}}
+    cfg = config_from_dict({**base, "deepspeed": {"zero_stage": zero_stage, "extra": {"scheduler": scheduler}}})
+    with pytest.raises(ConfigError) as refused:
+        build_deepspeed_config(cfg, world_size=1)
+    assert str(refused.value) == (
+        "deepspeed.extra.scheduler.type 'StepLR' is one of torch.optim.lr_scheduler's, which DeepSpeed builds on its "
+        "ZeRO or bf16/fp16 optimizer wrapper, no torch Optimizer (it fails to start): use one of DeepSpeed's "
+        f"schedulers ({', '.join(VALID_LR_SCHEDULES)}) or training.schedule, or train at ZeRO stage 0 in fp32")
+    fp32 = {**base, "training": {"precision": "fp32"}}
+    build_deepspeed_config(config_from_dict({**fp32, "deepspeed": {"extra": {"scheduler": scheduler}}}), world_size=1)

@@ -11,7 +11,7 @@ import torch
 
 from t2t_mtl.config import ConfigError
 from t2t_mtl.engine.deepspeed_params import Kernel, implements, kernel_of, mistyped_param, working_types
-from t2t_mtl.engine.deepspeed_settings import json_offloads_optimizer
+from t2t_mtl.engine.deepspeed_settings import json_offloads_optimizer, json_precision, json_zero_stage
 
 
 #: DeepSpeed's sections of the form {type: NAME, params: {...}}, whose shape its config parser reads unchecked
@@ -43,7 +43,8 @@ def check_typed_sections(ds: Mapping[str, Any], source: str) -> None:
 def check_scheduler(ds: Dict[str, Any], source: str) -> None:
     """Refuse a `scheduler` section of `ds` that DeepSpeed could not build (it would fail only in
     deepspeed.initialize, after the data and the model): a type that is neither one of DeepSpeed's schedulers
-    nor torch's, params its class does not take (an unknown one, a required one missing) or values its constructor
+    nor torch's, a torch one DeepSpeed would build on its ZeRO or bf16/fp16 optimizer wrapper (no torch Optimizer),
+    params its class does not take (an unknown one, a required one missing) or values its constructor
     refuses (WarmupLR's warmup_num_steps 0), found by building it on a throwaway optimizer; and params it would
     misread: of another kind than its constructor takes (`mistyped_param`: warmup_num_steps true, read as 1), a
     DeepSpeed scheduler's warmup_type other than log / linear (it warms up by log in its place)."""
@@ -66,6 +67,13 @@ def check_scheduler(ds: Dict[str, Any], source: str) -> None:
         raise ConfigError(f"{source}scheduler.params do not fit {name}: {error}; give the params its constructor "
                           f"takes (https://www.deepspeed.ai/docs/config-json/#scheduler-parameters)")
     _check_param_kinds(cls, params, f"{source}scheduler", name)
+    stage = json_zero_stage(ds)
+    wrapped = (isinstance(stage, int) and stage > 0) or json_precision(ds) != "fp32"  # (DeepSpeed's optimizer wrapper)
+    if cls.__module__ == torch.optim.lr_scheduler.__name__ and wrapped:
+        raise ConfigError(f"{source}scheduler.type {name!r} is one of torch.optim.lr_scheduler's, which DeepSpeed "
+                          f"builds on its ZeRO or bf16/fp16 optimizer wrapper, no torch Optimizer (it fails to start): "
+                          f"use one of DeepSpeed's schedulers ({', '.join(lr_schedules.VALID_LR_SCHEDULES)}) or "
+                          f"training.schedule, or train at ZeRO stage 0 in fp32")
     warmup = params.get(lr_schedules.WARMUP_TYPE, lr_schedules.WARMUP_LOG_RATE)
     rates = (lr_schedules.WARMUP_LOG_RATE, lr_schedules.WARMUP_LINEAR_RATE)
     if cls.__module__ == lr_schedules.__name__ and warmup not in rates:  # (DeepSpeed warns, and warms up by log)
