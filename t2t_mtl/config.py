@@ -212,6 +212,16 @@ class Config:
     #: itself nor the overrides: a warning of a key with no effect is about what the user wrote (empty: unknown)
     base_only_keys: ClassVar[FrozenSet[str]] = frozenset()
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """A dict assigned to a whole schema section (`cfg.training = {"steps": 3}`) is a layer over the section's
+        current values, as a YAML file's section is over its base's: the section is rebuilt from both and checked
+        (keys, types) now; anything else (a section object: `TrainingConfig(steps=3)`) is set as it is."""
+        current = self.__dict__.get(name)
+        if isinstance(value, Mapping) and dataclasses.is_dataclass(current) and name in _SECTIONS:
+            layered = deep_merge({name: _attribute_values(current)}, {name: value})
+            value = build_dataclass(type(current), _paths_as_text(layered)[name], f"{name}.")
+        super().__setattr__(name, value)
+
     def to_dict(self) -> Dict[str, Any]:
         """Plain nested dict (YAML/JSON serialisable)."""
         return dataclasses.asdict(self)

@@ -1764,3 +1764,23 @@ def test_print_config_refuses_fp16_on_a_gpu_machine_training_on_its_cpu(monkeypa
     assert captured.out == "" and captured.err.splitlines()[-1] == (
         "error: training.precision: fp16 is not supported on CPU (DeepSpeed refuses it) and T5 is known to overflow in "
         "fp16; use auto (the default), bf16 or fp32")
+
+
+def test_a_dict_assigned_to_a_whole_section_in_python_is_a_layer_over_its_current_values(tmp_path):
+    # was: `cfg.training = {"steps": 3}` built the section from the schema's defaults when train checked it, dropping
+    # the quickstart's training values (its run dir runs/quickstart became runs/default, lr, warmup, ...) unsaid
+    cfg = C.load_config("quickstart")
+    before = cfg.to_dict()
+    cfg.training = {"steps": 3, "output_dir": tmp_path / "run"}
+    cfg.data = {"max_input_length": 32}
+    assert isinstance(cfg.training, C.TrainingConfig) and cfg.training.steps == 3
+    expected = {**before, "training": {**before["training"], "steps": 3, "output_dir": str(tmp_path / "run")},
+                "data": {**before["data"], "max_input_length": 32}}
+    assert C.config_from_dict(cfg).to_dict() == expected
+    with pytest.raises(C.UnknownConfigKeyError, match=r"training.step — did you mean 'training.steps'"):
+        cfg.training = {"step": 3}
+    with pytest.raises(C.ConfigTypeError, match="'training.steps' must be int, got '3'"):
+        cfg.training = {"steps": "3"}
+    assert cfg.training.steps == 3  # (a refused dict leaves the section as it was)
+    cfg.training = C.TrainingConfig(steps=5)  # a section object replaces the whole section
+    assert C.config_from_dict(cfg).training == C.TrainingConfig(steps=5)
