@@ -37,12 +37,20 @@ def prepare_output_dir(path: PathLike, option: str, create: bool = True) -> Path
 def refuse_non_empty_dir(path: PathLike, option: str, flag: str = "--overwrite") -> None:
     """`OutputPathError` naming `option`, the folder and `flag` (the option that allows it) when `path` is a folder
     holding anything: an earlier output that writing into it would overwrite. A missing or empty folder passes."""
+    refusal = non_empty_dir_refusal(path, option, flag)
+    if refusal:
+        raise OutputPathError(refusal)
+
+
+def non_empty_dir_refusal(path: PathLike, option: str, flag: str = "--overwrite") -> str:
+    """`refuse_non_empty_dir`'s message for `path`; empty for a missing or empty folder."""
     out = Path(path)
     held = sorted(entry.name for entry in out.iterdir()) if out.is_dir() else []
-    if held:
-        listed = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
-        raise OutputPathError(f"{option} {out} is not empty (it holds {listed}); writing into it would overwrite "
-                              f"what is there: choose another folder, or pass {flag} to write into it anyway")
+    if not held:
+        return ""
+    listed = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+    return (f"{option} {out} is not empty (it holds {listed}); writing into it would overwrite what is there: choose "
+            f"another folder, or pass {flag} to write into it anyway")
 
 
 def is_full_disk(error: OSError) -> bool:

@@ -374,6 +374,17 @@ def test_export_of_a_task_refuses_a_non_empty_out_folder_before_loading_the_mode
     assert err == (f"error: --out {out} is not empty (it holds model.safetensors); writing into it would overwrite "
                    f"what is there: choose another folder, or pass --overwrite to write into it anyway\n")
     assert (out / "model.safetensors").read_text() == "an earlier export"
+    # was: from Python, export_task_subnetwork(..., overwrite=False) (export_model's too) was told the command's
+    # words, "--out ... pass --overwrite", options a Python caller has not got
+    from t2t_mtl.engine.export import export_task_subnetwork
+    from t2t_mtl.engine.model_meta import ExportError
+
+    with pytest.raises(ExportError) as refused:
+        export_task_subnetwork(model, "parity", out, overwrite=False)
+    assert str(refused.value) == (f"out_dir {out} is not empty (it holds model.safetensors); writing into it would "
+                                  f"overwrite what is there: choose another folder, or pass overwrite=True to write "
+                                  f"into it anyway")
+    assert (out / "model.safetensors").read_text() == "an earlier export"
 
 
 def test_counts_in_messages_take_the_singular_for_one():

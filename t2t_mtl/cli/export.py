@@ -10,6 +10,7 @@ from typing import Optional
 from t2t_mtl.cli.common import path_argument
 from t2t_mtl.cli.progress_bars import READS_NO_DATASETS
 from t2t_mtl.model_folder import MODEL_CONFIG_FILE
+from t2t_mtl.output_paths import non_empty_dir_refusal
 from t2t_mtl.transformers_progress_bars import hidden_transformers_progress_bars
 
 
@@ -41,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from t2t_mtl.engine.export import export_model, export_task_subnetwork
+    from t2t_mtl.engine.export import OccupiedOutError, export_model, export_task_subnetwork
 
     try:
         with hidden_transformers_progress_bars():  # ('Loading weights', 'Writing model shards': export draws none)
@@ -54,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
                 return 2
             else:
                 out = export_model(args.path, args.out, overwrite=args.overwrite)
+    except OccupiedOutError:  # (worded for Python's out_dir and overwrite=True): refused in this command's words
+        print(f"error: {non_empty_dir_refusal(args.out, '--out')}", file=sys.stderr)
+        return 2
     except ValueError as err:  # ExportError, CheckpointError, MoEConfigError and the loaders' (tokenizer, model)
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -400,6 +400,11 @@ def _is_registered_task(name: str, data: Mapping[str, Any]) -> bool:
     return name in task_registry.list_tasks()
 
 
+class OccupiedOutError(ExportError):
+    """An export's `out_dir` holds files and `overwrite` is false (worded for a Python caller: `t2t-mtl export` words
+    it again for its options)."""
+
+
 def _output_dir(out_dir: Union[str, Path], run: Optional[Path] = None, create: bool = True,
                 overwrite: bool = True) -> Path:
     """`out_dir`, created (with `create`); ExportError when it (or a parent) exists and is not a folder, when
@@ -411,7 +416,10 @@ def _output_dir(out_dir: Union[str, Path], run: Optional[Path] = None, create: b
                           f"choose another folder (e.g. {run / 'hf'})")
     try:
         if not overwrite:
-            refuse_non_empty_dir(out_dir, "--out")
+            refuse_non_empty_dir(out_dir, "out_dir", "overwrite=True")
+    except OutputPathError as error:
+        raise OccupiedOutError(str(error)) from None
+    try:
         return prepare_output_dir(out_dir, "--out", create=create)
     except OutputPathError as error:
         raise ExportError(str(error)) from None
