@@ -117,3 +117,21 @@ def test_a_rank_stopped_by_its_own_bad_wait_timeout_joins_to_tell_the_others_and
 
     distributed.report_failed_start(refused_join)
     assert len(told) == 1 and os.environ["T2T_MTL_WAIT_TIMEOUT"] == "2h"
+
+
+@pytest.mark.parametrize("value", ["ten", "0", "-5", "1.5", "", "²", "525601", "10000000000000"])
+def test_a_deepspeed_timeout_that_is_no_whole_number_of_minutes_up_to_a_year_is_refused_naming_it(
+        monkeypatch, capsys, value):
+    # was: DeepSpeed's raw "ValueError: invalid literal for int() with base 10: 'ten'" traceback as it was imported
+    # (train, its --print-config, eval, export), and the same from group_timeout; 0 or -5 a group that timed out at once
+    from t2t_mtl.cli import main
+
+    monkeypatch.setenv("DEEPSPEED_TIMEOUT", value)
+    message = (f"environment variable DEEPSPEED_TIMEOUT must be a whole number of minutes, at least 1 (DeepSpeed's "
+               f"timeout of the process group's rendezvous and collectives; unset: 10), at most 525600 (a year), got "
+               f"{value!r}")
+    with pytest.raises(ConfigError) as caught:
+        group_timeout()
+    assert str(caught.value) == message
+    assert main(["train", "--print-config"]) == 2
+    assert capsys.readouterr() == ("", f"error: {message}\n")

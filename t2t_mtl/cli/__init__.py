@@ -15,7 +15,9 @@ from typing import NoReturn, Optional, Sequence
 
 from t2t_mtl.cli.data_dir_scope import data_dir_for_command
 from t2t_mtl.cli.progress_bars import datasets_bars_for_command
+from t2t_mtl.config_errors import LaunchEnvironmentError
 from t2t_mtl.dependency_floors import unmet_requirements
+from t2t_mtl.timeout_variables import deepspeed_timeout_minutes
 
 
 class CommandLineParser(argparse.ArgumentParser):
@@ -86,6 +88,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     unmet = unmet_requirements()
     if unmet:  # an environment that held older versions, t2t-mtl installed into it without pip resolving them
         print("\n".join(f"error: {problem}" for problem in unmet), file=sys.stderr)
+        return 2
+    try:
+        deepspeed_timeout_minutes()  # (DeepSpeed reads it, with int(), as a command first imports it)
+    except LaunchEnvironmentError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     try:
         with datasets_bars_for_command(args, whole_process=argv is None), data_dir_for_command():

@@ -27,6 +27,7 @@ import torch
 from t2t_mtl.engine import rank_phases
 from t2t_mtl.launched_ranks import (check_launch_variables, launch_variables_problem, launched_world_size,
                                     started_by_srun)
+from t2t_mtl.timeout_variables import deepspeed_timeout_minutes, minutes_variable
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ logger = logging.getLogger(__name__)
 # (its connections close); one that hangs alive (a stalled shared filesystem) holds the others that long.
 WAIT_TIMEOUT_VARIABLE = "T2T_MTL_WAIT_TIMEOUT"
 DEFAULT_WAIT_MINUTES = 24 * 60
-#: the longest T2T_MTL_WAIT_TIMEOUT taken, a year: a longer wait is a typo, and far longer ones no timeout can hold
-MAX_WAIT_MINUTES = 365 * 24 * 60
 _waiting_group = None  # that group, while this process's group of several ranks exists
 # Where the default group's collectives take their tensors, as `init_distributed` / `join_gloo_group` made it: the GPU
 # under NCCL (which cannot all-reduce a CPU tensor), else the CPU; None for a group this module did not make.
@@ -133,6 +132,7 @@ def init_distributed(num_threads: int | None = None) -> DistEnv:
     fill_env_from_launcher()
     if num_threads:
         torch.set_num_threads(num_threads)
+    group_timeout()  # (DeepSpeed reads DEEPSPEED_TIMEOUT as it is imported: a bad one is refused here, naming it)
     import deepspeed
     import torch.distributed as dist
 
@@ -250,8 +250,9 @@ def report_deepspeed_output(text: str) -> None:
 
 def group_timeout() -> datetime.timedelta:
     """The timeout of a job's process group, as `train` joins it through DeepSpeed: DEEPSPEED_TIMEOUT minutes (10
-    unless set). A rank that never joins, or hangs in a collective, stops the others after this long."""
-    return datetime.timedelta(minutes=int(os.environ.get("DEEPSPEED_TIMEOUT", "10")))
+    unless set; a LaunchEnvironmentError naming it for a value that is no whole number of minutes from 1 to a year).
+    A rank that never joins, or hangs in a collective, stops the others after this long."""
+    return datetime.timedelta(minutes=deepspeed_timeout_minutes())
 
 
 def wait_timeout() -> datetime.timedelta:
@@ -259,15 +260,9 @@ def wait_timeout() -> datetime.timedelta:
     day unless set), how long ranks wait for one that works alone (rank 0 tokenizing a mixture, converting a
     checkpoint) or hangs without dying. A LaunchEnvironmentError naming the variable for a value that is no whole
     number of minutes from 1 to MAX_WAIT_MINUTES (a year)."""
-    text = os.environ.get(WAIT_TIMEOUT_VARIABLE, str(DEFAULT_WAIT_MINUTES))
-    if not text.strip().isdecimal() or not 1 <= int(text) <= MAX_WAIT_MINUTES:  # (isdigit takes ², int() does not)
-        from t2t_mtl.config_errors import LaunchEnvironmentError
-
-        raise LaunchEnvironmentError(
-            f"environment variable {WAIT_TIMEOUT_VARIABLE} must be a whole number of minutes, at least 1 (how long "
-            f"ranks wait for rank 0's preparation; unset: {DEFAULT_WAIT_MINUTES}, a day), at most {MAX_WAIT_MINUTES} "
-            f"(a year), got {text!r}")
-    return datetime.timedelta(minutes=int(text))
+    return datetime.timedelta(minutes=minutes_variable(
+        WAIT_TIMEOUT_VARIABLE, DEFAULT_WAIT_MINUTES,
+        f"how long ranks wait for rank 0's preparation; unset: {DEFAULT_WAIT_MINUTES}, a day"))
 
 
 def join_gloo_group() -> DistEnv:
