@@ -78,23 +78,8 @@ def test_srun_ranks_of_two_jobs_get_two_master_ports(monkeypatch):
 def test_slurm_sbatch_leaves_master_port_to_each_job_unless_set(tmp_path):
     # the per-job port is taken only where MASTER_PORT is unset: a script exporting one (29500, as it did) gives every
     # job of a node that port again; the two-node SLURM test sets MASTER_PORT itself, so it cannot tell
-    script = Path(__file__).resolve().parents[1] / "t2t_mtl" / "configs" / "launch" / "slurm.sbatch"
-    stubs = tmp_path / "bin"
-    stubs.mkdir()
-    (stubs / "srun").write_text('#!/bin/sh\necho "MASTER_PORT=${MASTER_PORT-unset} $*"\n')
-    (stubs / "scontrol").write_text("#!/bin/sh\necho node1\n")
-    for stub in stubs.iterdir():
-        stub.chmod(0o755)
-    (tmp_path / "venv" / "bin").mkdir(parents=True)
-    (tmp_path / "venv" / "bin" / "activate").write_text("")
-    env = {"PATH": f"{stubs}:/usr/bin:/bin", "VENV": str(tmp_path / "venv"), "SLURM_JOB_ID": "4242",
-           "SLURM_JOB_NODELIST": "node[1-2]"}
-
     def started(**given: str) -> str:
-        done = subprocess.run(["bash", str(script), "cfg.yaml"], env={**env, **given}, capture_output=True,
-                              text=True, timeout=60, cwd=tmp_path)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        return slurm_sbatch_started(tmp_path, "MASTER_PORT=${MASTER_PORT-unset} $*", **given)
 
     assert started() == "MASTER_PORT=unset --kill-on-bad-exit=1 python -m t2t_mtl train cfg.yaml --resume auto\n"
     assert started(MASTER_PORT="31000").startswith("MASTER_PORT=31000 ")
@@ -617,3 +602,31 @@ def test_a_cpu_start_of_a_later_local_rank_does_not_wait_for_or_speak_of_the_bui
     (folder / "lock").write_bytes(b"")
     start()
     assert capsys.readouterr().err == "joining\n"
+
+
+def slurm_sbatch_started(tmp_path: Path, srun_echo: str, **given: str) -> str:
+    """What `slurm.sbatch cfg.yaml` (run in `tmp_path`, environment `given` over a SLURM job's) starts srun with: its
+    stub echoes `srun_echo` (shell words: `$*` its arguments, `${VAR-unset}` a variable)."""
+    script = Path(__file__).resolve().parents[1] / "t2t_mtl" / "configs" / "launch" / "slurm.sbatch"
+    stubs = tmp_path / "bin"
+    stubs.mkdir(exist_ok=True)
+    (stubs / "srun").write_text(f'#!/bin/sh\necho "{srun_echo}"\n')
+    (stubs / "scontrol").write_text("#!/bin/sh\necho node1\n")
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    (tmp_path / "venv" / "bin").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "venv" / "bin" / "activate").write_text("")
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", "VENV": str(tmp_path / "venv"), "SLURM_JOB_ID": "4242",
+           "SLURM_JOB_NODELIST": "node[1-2]", **given}
+    done = subprocess.run(["bash", str(script), "cfg.yaml"], env=env, capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_slurm_sbatch_sets_only_the_nccl_error_handling_variable_the_pinned_torch_reads(tmp_path):
+    # was: it exported NCCL_ASYNC_ERROR_HANDLING=1 beside TORCH_NCCL_ASYNC_ERROR_HANDLING=1; the pinned torch (2.13)
+    # reads the TORCH_ one, the other only as a deprecated fallback that it warns of on every rank
+    started = slurm_sbatch_started(
+        tmp_path, "${NCCL_ASYNC_ERROR_HANDLING-unset} ${TORCH_NCCL_ASYNC_ERROR_HANDLING-unset}")
+    assert started == "unset 1\n"
