@@ -62,7 +62,21 @@ def launch_variables_problem() -> Optional[str]:
     if "RANK" in env and not int(env["RANK"]) < int(env["WORLD_SIZE"]):
         return (f"environment variable RANK is {int(env['RANK'])}, but WORLD_SIZE is {int(env['WORLD_SIZE'])}: the "
                 f"ranks of a job are 0 to WORLD_SIZE - 1 (WORLD_SIZE counts every rank of every node)")
-    return None
+    return _master_addr_problem() if "RANK" in env else None
+
+
+def _master_addr_problem() -> Optional[str]:
+    """MASTER_ADDR unset where the ranks (RANK and WORLD_SIZE set) span machines, as a LOCAL_WORLD_SIZE (torchrun's
+    name) below WORLD_SIZE tells: 127.0.0.1, its default, reaches only this machine's ranks. (torchrun and the
+    deepspeed launcher set MASTER_ADDR; ranks started by hand may not.)"""
+    env = os.environ
+    local = env.get("LOCAL_WORLD_SIZE", "")
+    if "MASTER_ADDR" in env or not _is_whole_number(local) or int(local) >= int(env["WORLD_SIZE"]):
+        return None
+    return (f"environment variable MASTER_ADDR is not set, but WORLD_SIZE ({int(env['WORLD_SIZE'])}) is more than "
+            f"LOCAL_WORLD_SIZE ({int(local)}), the ranks of this machine: the ranks span machines, and those of the "
+            f"others would wait out the rendezvous at 127.0.0.1, their own address: set MASTER_ADDR to rank 0's host, "
+            f"reachable from every machine (as torchrun and the deepspeed launcher do)")
 
 
 def check_launch_variables() -> None:

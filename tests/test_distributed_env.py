@@ -630,3 +630,45 @@ def test_slurm_sbatch_sets_only_the_nccl_error_handling_variable_the_pinned_torc
     started = slurm_sbatch_started(
         tmp_path, "${NCCL_ASYNC_ERROR_HANDLING-unset} ${TORCH_NCCL_ASYNC_ERROR_HANDLING-unset}")
     assert started == "unset 1\n"
+
+
+@pytest.mark.parametrize("given", [
+    {"RANK": "0", "WORLD_SIZE": "4", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"},
+    {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": " 2\n"},
+])
+def test_hand_set_ranks_spanning_machines_without_master_addr_are_refused_naming_it(monkeypatch, given):
+    # was: MASTER_ADDR defaulted to 127.0.0.1, so the ranks on the other machines waited out DeepSpeed's 10-minute
+    # rendezvous at their own address; torchrun and the deepspeed launcher always set MASTER_ADDR, so only ranks
+    # started by hand meet this
+    from t2t_mtl.config_errors import ConfigError
+    from t2t_mtl.engine import distributed
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                "SLURM_STEP_ID"):
+        monkeypatch.setenv(key, "")  # (set, then deleted: the undo also removes what fill_env_from_launcher writes)
+        monkeypatch.delenv(key)
+    for key, value in given.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError) as refused:
+        distributed.fill_env_from_launcher()
+    assert str(refused.value) == (
+        "environment variable MASTER_ADDR is not set, but WORLD_SIZE (4) is more than LOCAL_WORLD_SIZE (2), the ranks "
+        "of this machine: the ranks span machines, and those of the others would wait out the rendezvous at 127.0.0.1, "
+        "their own address: set MASTER_ADDR to rank 0's host, reachable from every machine (as torchrun and the "
+        "deepspeed launcher do)")
+
+
+@pytest.mark.parametrize("given", [
+    {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "node1"},  # torchrun's, two machines
+    {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"},  # one machine's ranks: 127.0.0.1 reaches them all
+    {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_SIZE": "2"},  # (not torchrun's name: the deepspeed launcher sets MASTER_ADDR)
+    {"RANK": "1", "WORLD_SIZE": "2"},  # by hand, machines unknown: 127.0.0.1, as before
+])
+def test_ranks_without_master_addr_that_need_none_are_no_problem(monkeypatch, given):
+    from t2t_mtl.launched_ranks import launch_variables_problem
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "SLURM_STEP_ID"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in given.items():
+        monkeypatch.setenv(key, value)
+    assert launch_variables_problem() is None
