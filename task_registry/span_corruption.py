@@ -165,6 +165,11 @@ class SpanCorruption(Preprocessor):
         return {"new_fingerprint": hasher.hash((dataset._fingerprint, hasher.hash(self), code))}
 
     def describe(self) -> str:
-        """`span_corruption(<field>, noise_density=..., mean_span_length=..., seed=..., max_words=...)`."""
+        """`span_corruption(<field>, noise_density=..., mean_span_length=..., seed=..., max_words=...)`, then
+        `inputs_field=...` / `targets_field=...` where set away from `corrupted` / `spans` (left unsaid at their
+        defaults, so a task that keeps them keeps its `definition_digest`)."""
+        named = "".join(f", {key}={value!r}" for key, value, default in (
+            ("inputs_field", self.inputs_field, "corrupted"), ("targets_field", self.targets_field, "spans"))
+            if value != default)
         return (f"span_corruption({self.field!r}, noise_density={self.noise_density}, "
-                f"mean_span_length={self.mean_span_length}, seed={self.seed}, max_words={self.max_words})")
+                f"mean_span_length={self.mean_span_length}, seed={self.seed}, max_words={self.max_words}{named})")

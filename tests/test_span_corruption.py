@@ -221,3 +221,25 @@ def test_a_yaml_task_with_max_words_counts_its_rows(tmp_path):
         stats = task.preprocess_stats["train"]
         assert stats.rows_in == 13 and stats.rows_out == len(rows) > 13 and not stats.dropped_by
         assert all(len(r["text"].split()) <= 4 for r in rows)
+
+
+def test_the_new_fields_names_are_part_of_the_steps_description_and_of_the_tasks_definition(tmp_path):
+    # was: describe() (the step in messages and `tasks show`, and its identity in Task.definition_digest) left out
+    # inputs_field / targets_field, so a task whose step wrote its corruption to other fields kept its digest, and
+    # registering it again over the first (a notebook cell edited) was taken as the same definition
+    renamed = SpanCorruption("text", inputs_field="noisy", targets_field="missing")
+    assert renamed.describe() == ("span_corruption('text', noise_density=0.15, mean_span_length=3.0, seed=0, "
+                                  "max_words=None, inputs_field='noisy', targets_field='missing')")
+    assert SpanCorruption("text", targets_field="missing").describe().endswith(
+        "max_words=None, targets_field='missing')")
+    # (the defaults are left unsaid: a task that keeps them keeps the digest it had)
+    assert SpanCorruption("text").describe() == ("span_corruption('text', noise_density=0.15, mean_span_length=3.0, "
+                                                 "seed=0, max_words=None)")
+    digests = []
+    for step in ("{field: text}", "{field: text, inputs_field: noisy, targets_field: missing}"):
+        folder = tmp_path / str(len(digests))
+        folder.mkdir()
+        with task_registry.isolated_registry():
+            task_registry.load_task_dir(_yaml_task(folder, f"span_corruption: {step}"))
+            digests.append(task_registry.get_task("denoise_toy").definition_digest())
+    assert digests[0] != digests[1]
