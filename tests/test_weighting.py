@@ -397,3 +397,17 @@ def test_a_size_that_is_no_finite_number_of_rows_is_refused_naming_the_task(size
             build_weighting(config, TASKS, {"a": 100, "b": size, "c": 1000})
     assert build_weighting({"method": "size"}, TASKS, {"a": np.int64(1), "b": np.float32(1), "c": 2}).weights == {
         "a": 0.4, "b": 0.4, "c": 0.2}  # (numpy's numbers are numbers)
+
+
+def test_dtp_task_weights_refuse_a_kpi_of_an_unknown_task_or_out_of_range_as_a_step_does():
+    # was: task_weights (the weights a step would take, as logged) raised a raw KeyError 'zz' for a KPI of a task the
+    # weighting has not, and took a KPI of 1.5 without a word, where the step itself refuses both naming the task
+    w = build_weighting({"method": "dtp", "gamma": 2.0, "momentum": 0.5}, TASKS, SIZES)
+    with pytest.raises(WeightingError, match="^KPI given for unknown task 'zz'$"):
+        w.task_weights(0.0, {"kpi": {"a": 0.9, "zz": 0.5}})
+    with pytest.raises(WeightingError, match=r"^task 'a' has KPI 1.5: KPIs must be in \[0, 1\]$"):
+        w.task_weights(0.0, {"kpi": {"a": 1.5}})
+    with pytest.raises(WeightingError, match="unknown task 'zz'"):
+        w(losses(a=1.0), stats={"kpi": {"a": 0.9, "zz": 0.5}})
+    k = 0.5 * 0.9 + 0.5 * 0.5  # (neither refusal folded the valid KPI before it in)
+    assert w.task_weights(0.0, {"kpi": {"a": 0.9}})["a"] == pytest.approx(-((1 - k) ** 2) * math.log(k))

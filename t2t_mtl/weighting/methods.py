@@ -152,14 +152,7 @@ class DynamicTaskPrioritization(LossWeighting):
 
     def update_kpis(self, kpis: Mapping[str, float]) -> None:
         """Fold new KPI values (in [0, 1]) into the smoothed KPIs."""
-        for task, value in kpis.items():
-            if task not in self._index:
-                raise WeightingError(f"KPI given for unknown task {task!r}")
-            value = float(value)
-            if not 0.0 <= value <= 1.0:
-                raise WeightingError(f"task {task!r} has KPI {value}: KPIs must be in [0, 1]")
-            i = self.index(task)
-            self._kpi[i] = (1 - self.momentum) * value + self.momentum * self._kpi[i]
+        self._kpi = self._folded(kpis)
         # (a host tensor nothing reuses: copied without waiting for the device)
         self.kpi.copy_(torch.tensor(self._kpi, dtype=torch.float64), non_blocking=True)
 
@@ -171,11 +164,22 @@ class DynamicTaskPrioritization(LossWeighting):
 
     def task_weights(self, epoch: float, stats: Mapping[str, Any]) -> dict[str, float]:
         """λ_t of every task, from the KPIs smoothed with `stats["kpi"]` folded in (as the next call folds them)."""
-        new = stats.get("kpi") or {}
-        smoothed = dict(zip(self.task_names, self._kpi))
-        for task, value in new.items():
-            smoothed[task] = (1 - self.momentum) * float(value) + self.momentum * smoothed[task]
-        return {t: self.task_weight(t, k) for t, k in smoothed.items()}
+        smoothed = self._folded(stats.get("kpi") or {})
+        return {t: self.task_weight(t, k) for t, k in zip(self.task_names, smoothed)}
+
+    def _folded(self, kpis: Mapping[str, float]) -> list[float]:
+        """The smoothed KPIs (in task order) with `kpis` folded in, the stored ones left as they are; a
+        WeightingError naming a task this weighting has not, or a KPI outside [0, 1]."""
+        smoothed = list(self._kpi)
+        for task, value in kpis.items():
+            if task not in self._index:
+                raise WeightingError(f"KPI given for unknown task {task!r}")
+            value = float(value)
+            if not 0.0 <= value <= 1.0:
+                raise WeightingError(f"task {task!r} has KPI {value}: KPIs must be in [0, 1]")
+            i = self.index(task)
+            smoothed[i] = (1 - self.momentum) * value + self.momentum * smoothed[i]
+        return smoothed
 
     def combine(self, losses: dict[str, torch.Tensor], *, epoch: float, stats: Mapping[str, Any]) -> torch.Tensor:
         """Folds `stats["kpi"]` in (when given), then weights each loss by `task_weight`."""
