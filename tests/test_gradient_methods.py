@@ -1230,3 +1230,14 @@ def test_a_gradient_surgery_state_saved_with_another_seed_is_refused_naming_it(m
     GradientSurgery({"method": method, "seed": 3}, model.named_parameters(), ["a", "b"]).load_state_dict(saved)
     del saved["seed"]  # (states before 2026-12-08 lack it)
     GradientSurgery({"method": method, "seed": 4}, model.named_parameters(), ["a", "b"]).load_state_dict(saved)
+
+
+@pytest.mark.parametrize("per_layer", [0, 1, 1.0, 0.0])
+def test_gradvac_per_layer_refuses_a_number_for_true_or_false(per_layer):
+    # was: 0 and 1 (== False and True in Python) passed the choices check and trained as false / true, where the
+    # project refuses numbers for switches elsewhere (cagrad's rescale)
+    with pytest.raises(GradientMethodError) as refused:
+        build_method({"method": "gradvac", "per_layer": per_layer}, 2)
+    assert str(refused.value) == (f"gradient_surgery.per_layer must be one of [False, True, 'layer', 'tensor'] for "
+                                  f"gradvac, got {per_layer!r}")
+    assert build_method({"method": "gradvac", "per_layer": bool(per_layer)}, 2).segmented is bool(per_layer)

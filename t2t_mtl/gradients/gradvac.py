@@ -108,7 +108,9 @@ class GradVac(GradientMethod):
         beta = float(self.options["beta"])
         if not 0.0 < beta <= 1.0:
             raise GradientMethodError(f"gradient_surgery.beta must be in (0, 1] for gradvac, got {beta}")
-        if self.options["per_layer"] not in PER_LAYER_CHOICES:
+        per_layer = self.options["per_layer"]
+        if not any(per_layer is choice if isinstance(choice, bool) else per_layer == choice
+                   for choice in PER_LAYER_CHOICES):  # (0 == False and 1 == True: a number is no switch)
             raise GradientMethodError(f"gradient_surgery.per_layer must be one of {list(PER_LAYER_CHOICES)} for "
                                       f"gradvac, got {self.options['per_layer']!r}")
         self.beta = beta
