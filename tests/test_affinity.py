@@ -1160,3 +1160,14 @@ def test_transfer_cli_says_how_many_runs_are_missing_until_a_shard_completes_the
                       f"  heatmap: {out / 'transfer_heatmap.png'}"]
     assert all((out / name).is_file() for name in ("transfer.json", "transfer.md", "transfer_graph.png",
                                                    "transfer_heatmap.png"))
+
+
+def test_cosines_from_a_rounded_gram_of_parallel_gradients_stay_within_one():
+    # was: a float32 Gram of parallel gradients gave a cosine of 1.0000003 (a distance 1 - cos below 0, a mean
+    # cosine above 1 in the report), where the training log's cosines (GradientSurgery.stats) are clipped to [-1, 1]
+    v = np.random.default_rng(3).normal(size=1000).astype(np.float32)
+    for sign in (1, -1):
+        grads = np.stack([v, np.float32(3 * sign) * v])
+        cosine = cosines_from_gram(grads @ grads.T)
+        assert cosine[0, 1] == cosine[1, 0] == sign and cosine[0, 0] == cosine[1, 1] == 1.0
+    assert np.isnan(cosines_from_gram(np.array([[1.0, 0.0], [0.0, 0.0]]))[0, 1])  # (a zero gradient: still NaN)

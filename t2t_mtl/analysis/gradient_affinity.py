@@ -167,14 +167,16 @@ def read_cosine_log(run_dir: str | Path) -> CosineSeries:
 
 
 def cosines_from_gram(gram: np.ndarray, eps: float = 1e-30) -> np.ndarray:
-    """Cosine matrix G_ij / sqrt(G_ii G_jj) of a square Gram matrix [T, T] (NaN where a gradient has zero norm)."""
+    """Cosine matrix G_ij / sqrt(G_ii G_jj) of a square Gram matrix [T, T] (NaN where a gradient has zero norm),
+    clipped to [-1, 1] as the training log's are: a rounded (float32) Gram's cosine of parallel gradients can pass
+    ±1."""
     gram = np.asarray(gram, dtype=np.float64)
     if gram.ndim != 2 or gram.shape[0] != gram.shape[1]:
         raise GradientLogError(f"a Gram matrix is square, [T, T] for T tasks; got shape {list(gram.shape)}")
     norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
     denom = np.outer(norms, norms)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > eps, gram / np.where(denom > eps, denom, 1.0), np.nan)
+        return np.where(denom > eps, np.clip(gram / np.where(denom > eps, denom, 1.0), -1.0, 1.0), np.nan)
 
 
 @dataclasses.dataclass
