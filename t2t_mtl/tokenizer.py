@@ -35,8 +35,10 @@ class TokenizerLoadError(ValueError):
     """A tokenizer name or path could not be loaded (the message names it and says what to check)."""
 
 
-#: what the tokenizer reads as one special token before SentencePiece sees the text (span corruption's sentinels)
-_SPECIAL_TEXT = re.compile(r"<extra_id_\d+>|</s>|<pad>|<unk>")
+#: what the tokenizer reads as one special token before SentencePiece sees the text (span corruption's sentinels,
+#: <extra_id_0> to <extra_id_99>: a higher or zero-padded number is text to it)
+_SPECIAL_TEXT = re.compile("|".join(re.escape(token) for token in (
+    *(f"<extra_id_{number}>" for number in range(NUM_SENTINELS)), *T5_SPECIAL_PIECES)))
 
 
 def _corpus_lines(texts: Iterable[str]) -> Iterator[str]:

@@ -537,3 +537,21 @@ def test_a_unigram_or_character_sentencepiece_model_gives_sentencepieces_own_ids
         tokenizer = load_tokenizer(target)
         for text in ("the quick brown fox 17 jumps", "fox é jumps 日本", "  quick\tbrown  "):
             assert tokenizer(text).input_ids == reference.encode(text) + [EOS]
+
+
+def test_the_corpus_blanks_only_what_the_tokenizer_reads_as_one_special_token(t5_tokenizer):
+    # was: every <extra_id_N> was blanked, <extra_id_100> and up (and <extra_id_07>) too, though a tokenizer of 100
+    # sentinels reads them as text: their letters, which it does encode as pieces, were kept out of its training
+    from t2t_mtl.tokenizer import _corpus_lines
+
+    written = ["<extra_id_0>", "<extra_id_99>", "<extra_id_100>", "<extra_id_250>", "<extra_id_07>", "</s>", "<pad>",
+               "<unk>", "<extra_id_>"]
+    special = set(t5_tokenizer.all_special_ids)  # (T5's own tokenizer: the same 100 sentinels as a trained one)
+
+    def one_special_token(text: str) -> bool:
+        ids = t5_tokenizer(text, add_special_tokens=False).input_ids
+        return len(ids) == 1 and ids[0] in special
+
+    for text in written:
+        assert list(_corpus_lines([f"a {text} b"])) == ["a   b" if one_special_token(text) else f"a {text} b"], text
+    assert sum(map(one_special_token, written)) == 5  # (the reference itself: 2 sentinels, </s>, <pad>, <unk>)
