@@ -2331,3 +2331,30 @@ def test_a_comparison_counts_the_batch_size_where_an_moe_model_dropped_choices_o
     assert choice_scores(one) == pytest.approx(choice_scores(four), rel=1e-5)
     assert [r.score for r in one.results] == [r.score for r in four.results]
     assert differing_settings([one, four]) == {}
+
+
+def test_the_tokenizers_task_tokens_are_read_once_an_evaluation_and_score_as_read_per_template(
+        data_file, t5_tokenizer_dir, monkeypatch):
+    # was: read once per template (`find_task_tokens` builds the whole vocabulary: ~50 ms a template for T5's 32k)
+    import t2t_mtl.evaluation.runner as runner
+    from t2t_mtl.analysis.task_embeddings import TaskTokens, find_task_tokens, resize_for_task_tokens
+    from t2t_mtl.evaluation.truncated_inputs import TruncatedInputs
+
+    tokenizer = load_tokenizer(t5_tokenizer_dir)  # a private copy: a task token is added to it
+    TaskTokens(tokenizer, ["toy_sentiment"])
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config(vocab_size=32, d_model=16, d_ff=32, d_kv=8, num_heads=2, num_layers=1,
+                                                pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)).eval()
+    resize_for_task_tokens(model, tokenizer)
+    task, settings = toy_task(data_file), EvalSettings(keep_predictions=True, max_new_tokens=4, max_input_length=12)
+    reads = []
+    monkeypatch.setattr(runner, "find_task_tokens", lambda tok: reads.append(tok) or find_task_tokens(tok))
+    report = evaluate_tasks(model, tokenizer, [task, task], settings, progress=False)
+    assert len(reads) == 1 and len(report.results) == 6
+    monkeypatch.undo()
+    rows = task.load_rows("validation")
+    for result, template in zip(report.results, task.templates * 2):  # each template on its own, tokens read there
+        alone = runner.evaluate_template(model, tokenizer, task, template, rows, settings, split="validation",
+                                         truncations=TruncatedInputs(task.name))
+        assert dataclasses.asdict(result) == dataclasses.asdict(alone)
+    assert report.results[0].num_truncated  # (the task token in front counted: inputs of 12 tokens and more cut)

@@ -160,14 +160,17 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
                       demonstration_rows: Any = None, demonstration_split: Optional[str] = None,
                       group_sizes: Optional[Mapping[str, int]] = None, lockstep: bool = False,
                       gathers: Optional[RankGathers] = None, row_ids: Optional[Sequence[int]] = None,
-                      truncations: TruncatedInputs) -> TemplateResult:
+                      truncations: TruncatedInputs, task_tokens: Optional[Mapping[str, int]] = None
+                      ) -> TemplateResult:
     """Score one template on `rows` (sharded over ranks; `lockstep`: in the same forward passes on every rank, as
     ZeRO-3 needs) and compute its metrics; with `settings.num_shots`, each input gets demonstrations drawn from
     `demonstration_rows` (of `demonstration_split`). The ranks' outputs are gathered through `gathers` (default: this
     rank's `RankGathers`). `row_ids` are the indices of `rows` in the split, those the task's
     `EvalProtocol.example_rows` kept under `max_examples`: the first N, or a benchmark's draw (default: their
     positions, `rows` being the split or its first rows). Inputs longer than `settings.max_input_length` are counted
-    in `truncations`, which the caller warns of once for the task's templates.
+    in `truncations`, which the caller warns of once for the task's templates. `task_tokens` are the tokenizer's
+    TE⊕ENC task tokens (`find_task_tokens`, read from its whole vocabulary: default, read here), which a caller scoring
+    several templates with one tokenizer reads once.
 
     Group metrics leave out the groups with rows that are not scored (`render_examples`; `group_sizes`: the
     split's group sizes when `rows` are part of it), counted in `incomplete_groups` and logged; with no
@@ -179,7 +182,8 @@ def evaluate_template(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
     wrap = (lambda text: text)
     stated_limit = f"max_input_length={settings.max_input_length} tokens"  # the user's limit, as warnings state it
     on_top = 0  # tokens the model's input holds on top of the user's limit (a task token)
-    if task.name in find_task_tokens(tokenizer):  # a TE⊕ENC model: its task token in front, as in training,
+    task_tokens = find_task_tokens(tokenizer) if task_tokens is None else task_tokens
+    if task.name in task_tokens:  # a TE⊕ENC model: its task token in front, as in training,
         wrap = (lambda text: prefix_task_token(text, task.name))  # where it comes on top of max_input_length
         on_top = 1
         settings = replace(settings, max_input_length=settings.max_input_length + on_top)
@@ -423,6 +427,7 @@ def _evaluate_all(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, ta
     """Every chosen template's result, task by task (`evaluate_tasks` without its last gather)."""
     tasks = [_resolve_task(task) for task in tasks]
     chosen = {task.name: evaluated_templates(task, settings) for task in tasks}  # every task checked before scoring
+    task_tokens = find_task_tokens(tokenizer)  # (read once: it goes through the tokenizer's whole vocabulary)
     results: list[TemplateResult] = []
     for task in tasks:
         split = settings.split or default_split(task)
@@ -446,6 +451,6 @@ def _evaluate_all(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, ta
                                                  demonstration_rows=demonstrations,
                                                  demonstration_split=shots_split, group_sizes=sizes,
                                                  lockstep=lockstep, gathers=gathers, row_ids=row_ids,
-                                                 truncations=truncations))
+                                                 truncations=truncations, task_tokens=task_tokens))
         truncations.warn(logger)
     return results
