@@ -78,6 +78,22 @@ class FirstFit:
         self._room[task] = (self.input_capacity, self.target_capacity)
         return self._put(r, n_in, n_tgt)
 
+    def place_all(self, items: Sequence[PackItem]) -> Tuple[List[int], List[int]]:
+        """`place` each of `items` in order: (positions placed, positions that found no room). Once every row holds a
+        task, an item that fits alone but not the room its task's rows were last seen to have (none: a task without
+        rows) is passed over here, as `place` would refuse it, without a call (a packed draw tries every waiting item
+        against each micro-batch it cuts)."""
+        placed, skipped = [], []
+        n_rows, cap_in, cap_tgt, room = len(self.rows), self.input_capacity, self.target_capacity, self._room
+        for k, item in enumerate(items):
+            if self._opened == n_rows and item[1] <= cap_in and item[2] <= cap_tgt:
+                room_in, room_tgt = room.get(item[0], (-1, -1))
+                if item[1] > room_in or item[2] > room_tgt:
+                    skipped.append(k)
+                    continue
+            (placed if self.place(item) is not None else skipped).append(k)
+        return placed, skipped
+
     def _put(self, r: int, n_in: int, n_tgt: int) -> int:
         row = self.rows[r]
         row.input_used += n_in
@@ -94,11 +110,7 @@ class FirstFit:
 def first_fit(items: Sequence[PackItem], rows: int, input_capacity: int, target_capacity: int
               ) -> Tuple[List[int], List[int]]:
     """Place `items` in order into `rows` rows: (positions placed, positions that found no room)."""
-    packer = FirstFit(rows, input_capacity, target_capacity)
-    placed, skipped = [], []
-    for k, item in enumerate(items):
-        (placed if packer.place(item) is not None else skipped).append(k)
-    return placed, skipped
+    return FirstFit(rows, input_capacity, target_capacity).place_all(items)
 
 
 def pack_chunks(items: Sequence[PackItem], rows: int, input_capacity: int, target_capacity: int,
@@ -111,9 +123,10 @@ def pack_chunks(items: Sequence[PackItem], rows: int, input_capacity: int, targe
     key the chunk already holds is tried only after every other remaining item, so one example is not packed
     several times into a micro-batch while other examples could fill it."""
     remaining = list(range(len(items)))
+    repeats = keys is not None and len(set(keys[k] for k in remaining)) < len(remaining)  # (else the order is kept)
     chunks: List[List[int]] = []
     while remaining:
-        if keys is not None:
+        if repeats:
             remaining = _repeats_last(remaining, keys)
         placed, skipped = first_fit([items[k] for k in remaining], rows, input_capacity, target_capacity)
         if not skipped:
