@@ -1660,8 +1660,8 @@ def test_inputs_longer_than_the_input_limit_are_counted_and_reported(loaded, dat
     assert untouched.results[0].num_truncated == 0 and "truncated" not in to_markdown(untouched)
 
 
-def test_input_limit_warnings_of_a_task_token_model_state_the_configured_limit(data_file, t5_tokenizer_dir, caplog):
-    # was: a TE⊕ENC model's warnings said max_input_length=LIMIT+1, the limit with the task token that comes on top
+def _task_token_model(t5_tokenizer_dir):
+    """(a tiny TE⊕ENC T5, a private copy of the T5 tokenizer with the toy task's token added)."""
     from t2t_mtl.analysis.task_embeddings import TaskTokens, resize_for_task_tokens
 
     tokenizer = load_tokenizer(t5_tokenizer_dir)  # a private copy: a task token is added to it
@@ -1670,6 +1670,12 @@ def test_input_limit_warnings_of_a_task_token_model_state_the_configured_limit(d
     model = T5ForConditionalGeneration(T5Config(vocab_size=32, d_model=16, d_ff=32, d_kv=8, num_heads=2, num_layers=1,
                                                 pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)).eval()
     resize_for_task_tokens(model, tokenizer)
+    return model, tokenizer
+
+
+def test_input_limit_warnings_of_a_task_token_model_state_the_configured_limit(data_file, t5_tokenizer_dir, caplog):
+    # was: a TE⊕ENC model's warnings said max_input_length=LIMIT+1, the limit with the task token that comes on top
+    model, tokenizer = _task_token_model(t5_tokenizer_dir)
     inputs = [f"Is this review positive? {row['text']}" for row in ROWS]
     lengths = [len(ids) for ids in tokenizer(inputs)["input_ids"]]  # without the token, which comes on top
     limit = min(lengths)
@@ -2337,15 +2343,10 @@ def test_the_tokenizers_task_tokens_are_read_once_an_evaluation_and_score_as_rea
         data_file, t5_tokenizer_dir, monkeypatch):
     # was: read once per template (`find_task_tokens` builds the whole vocabulary: ~50 ms a template for T5's 32k)
     import t2t_mtl.evaluation.runner as runner
-    from t2t_mtl.analysis.task_embeddings import TaskTokens, find_task_tokens, resize_for_task_tokens
+    from t2t_mtl.analysis.task_embeddings import find_task_tokens
     from t2t_mtl.evaluation.truncated_inputs import TruncatedInputs
 
-    tokenizer = load_tokenizer(t5_tokenizer_dir)  # a private copy: a task token is added to it
-    TaskTokens(tokenizer, ["toy_sentiment"])
-    torch.manual_seed(0)
-    model = T5ForConditionalGeneration(T5Config(vocab_size=32, d_model=16, d_ff=32, d_kv=8, num_heads=2, num_layers=1,
-                                                pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)).eval()
-    resize_for_task_tokens(model, tokenizer)
+    model, tokenizer = _task_token_model(t5_tokenizer_dir)
     task, settings = toy_task(data_file), EvalSettings(keep_predictions=True, max_new_tokens=4, max_input_length=12)
     reads = []
     monkeypatch.setattr(runner, "find_task_tokens", lambda tok: reads.append(tok) or find_task_tokens(tok))
