@@ -661,7 +661,7 @@ def test_hand_set_ranks_spanning_machines_without_master_addr_are_refused_naming
 @pytest.mark.parametrize("given", [
     {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "node1"},  # torchrun's, two machines
     {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"},  # one machine's ranks: 127.0.0.1 reaches them all
-    {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_SIZE": "2"},  # (not torchrun's name: the deepspeed launcher sets MASTER_ADDR)
+    {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_SIZE": "2"},  # not torchrun's name; the deepspeed launcher sets MASTER_ADDR
     {"RANK": "1", "WORLD_SIZE": "2"},  # by hand, machines unknown: 127.0.0.1, as before
 ])
 def test_ranks_without_master_addr_that_need_none_are_no_problem(monkeypatch, given):
