@@ -835,3 +835,35 @@ def test_a_group_metrics_label_id_that_is_no_whole_number_is_refused_naming_the_
         compute_metric("group_exact_match", [1, 0.5], [1, 0], groups=["q0", "q0"])
     with pytest.raises(ValueError, match=r"^metric 'group_exact_match': reference 0 is 'yes', not a label id"):
         compute_metric("group_exact_match", [1, 0], ["yes", 0], groups=["q0", "q0"])
+
+
+def test_a_chosen_index_of_minus_one_is_scored_as_no_choice_not_refused():
+    # kills a mutant of _check_chosen's lower bound (-1, none chosen, refused as outside the choices) the tests let
+    # live: examples 0 and 2 chose their gold answer, example 1 none
+    scores = score_predictions(["accuracy", "multiple_choice_grade"], ["a", "b", "x"], ["a", "c", "e"],
+                               [["a", "b"], ["c", "d"], ["e", "f"]], chosen=[0, -1, 0])
+    assert scores == {"accuracy": {"accuracy": pytest.approx(2 / 3)},
+                      "multiple_choice_grade": {"multiple_choice_grade": pytest.approx(2 / 3)}}
+
+
+@pytest.mark.parametrize("column, kwargs", [
+    ("targets", {"targets": ["yes", "no", "yes", "no"]}),
+    ("answer_choices", {"answer_choices": [["no", "yes"]] * 4}),
+    ("chosen", {"chosen": [1, 0, 0, 1]}),
+])
+def test_a_per_example_column_longer_than_the_predictions_is_refused_naming_it(column, kwargs):
+    # kills a mutant of _check_columns (only a shorter column refused) the tests let live: a longer one was refused
+    # by `evaluate` naming no column, or scored with the extra items left out
+    columns = {"targets": ["yes", "no", "yes"], "answer_choices": [["no", "yes"]] * 3, **kwargs}
+    with pytest.raises(EvaluationError, match=rf"^metric 'accuracy': 3 predictions but 4 {column}; give one per "
+                                              rf"prediction$"):
+        score_predictions(["accuracy"], ["yes", "no", "no"], **columns)
+
+
+def test_a_chosen_column_of_another_length_is_refused_where_incomplete_groups_are_left_out():
+    # kills a mutant the tests let live: the per-example kwargs left out of the check before the groups pick the
+    # examples kept (chosen [1, 0] for 3 predictions: the two kept examples of group "a" scored, nothing said)
+    with pytest.raises(EvaluationError, match=r"^metric 'group_exact_match': 3 predictions but 2 chosen; give one "
+                                              r"per prediction$"):
+        score_predictions(["group_exact_match"], ["yes", "no", "no"], ["yes", "no", "yes"], [["no", "yes"]] * 3,
+                          groups=["a", "a", "b"], incomplete_groups={"b"}, chosen=[1, 0])
