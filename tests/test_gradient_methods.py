@@ -1241,3 +1241,26 @@ def test_gradvac_per_layer_refuses_a_number_for_true_or_false(per_layer):
     assert str(refused.value) == (f"gradient_surgery.per_layer must be one of [False, True, 'layer', 'tensor'] for "
                                   f"gradvac, got {per_layer!r}")
     assert build_method({"method": "gradvac", "per_layer": bool(per_layer)}, 2).segmented is bool(per_layer)
+
+
+def test_a_segmented_method_returning_one_row_of_weights_is_refused_naming_the_shape_it_must_return():
+    # kills 2 mutants of GradientMethod._returned the tests let live: only the last axis of the shape checked (a
+    # segmented method's one row [3] taken for its [2, 3], broadcast to every segment where a task was absent), and
+    # the message showing the weights instead of the shape they have
+    class OneRow(GradientMethod):
+        name = "one_row"
+
+        @property
+        def segmented(self):
+            return True
+
+        def _weights(self, gram, tasks):
+            return np.ones(len(tasks))
+
+    for absent in ([], [3]):
+        gram = np.stack([np.eye(3 + len(absent))] * 2)
+        gram[:, absent, absent] = 0.0
+        with pytest.raises(GradientMethodError, match=r"^gradient method 'one_row': _weights returned shape \[3\] for "
+                                                      r"the 3 tasks present in the step; it must return one finite "
+                                                      r"weight per present task, shape \[2, 3\]$"):
+            OneRow(len(gram[0])).weights(gram)
