@@ -411,3 +411,12 @@ def test_dtp_task_weights_refuse_a_kpi_of_an_unknown_task_or_out_of_range_as_a_s
         w(losses(a=1.0), stats={"kpi": {"a": 0.9, "zz": 0.5}})
     k = 0.5 * 0.9 + 0.5 * 0.5  # (neither refusal folded the valid KPI before it in)
     assert w.task_weights(0.0, {"kpi": {"a": 0.9}})["a"] == pytest.approx(-((1 - k) ** 2) * math.log(k))
+
+
+@pytest.mark.parametrize("size", [0, 0.0, -3])
+def test_a_size_of_no_rows_or_fewer_is_refused_naming_the_task(size):
+    # kills a mutant of _check_sizes (a size of 0 let through, to a raw ZeroDivisionError in base_weights) the tests
+    # let live
+    with pytest.raises(WeightingError, match=rf"^task 'b' has size {size!r}: sizes must be finite numbers > 0 \(the "
+                                             rf"rows of each task\)$"):
+        build_weighting({"method": "size"}, TASKS, {"a": 100, "b": size, "c": 1000})
