@@ -64,3 +64,31 @@ def test_a_config_of_another_type_is_refused_saying_what_train_takes(config, nam
         train(config)
     assert str(error.value) == (f"train() takes a Config, a dict (a YAML file's keys), a YAML file's path or a "
                                 f"packaged config's name (quickstart), got {named}")
+
+
+def test_a_runs_model_and_optimizer_are_freed_when_train_raises_after_building_its_engine(tmp_path, tok, monkeypatch):
+    # kills a mutant the tests let live: the engine destroyed when train returns only, so a notebook cell's run that
+    # failed once its DeepSpeed engine was built kept its model, gradients and optimizer state for the process
+    engines = []
+
+    def initialize(*args, **kwargs):
+        engine = initialize_deepspeed(*args, **kwargs)
+        engines.append((weakref.ref(engine), weakref.ref(engine.module), weakref.ref(engine.optimizer)))
+        return engine
+
+    def failing(engine):
+        raise RuntimeError("failed after the engine was built")
+
+    initialize_deepspeed = trainer_mod.initialize_deepspeed
+    monkeypatch.setattr(trainer_mod, "initialize_deepspeed", initialize)
+    monkeypatch.setattr(trainer_mod, "engine_precision", failing)
+    try:
+        train(tiny_config(tmp_path / "run", tok, tmp_path / "cache", deepspeed={"zero_stage": 2},
+                          training={"steps": 2}))
+    except RuntimeError as error:
+        assert str(error) == "failed after the engine was built"
+    else:
+        raise AssertionError("train did not raise")
+    assert len(engines) == 1
+    gc.collect()  # (the error's traceback, and the frames holding the engine with it, are gone with the except)
+    assert [ref() is None for ref in engines[0]] == [True, True, True]  # engine, model, optimizer
