@@ -1214,3 +1214,49 @@ def test_a_python_map_returning_as_many_other_fields_on_another_row_is_refused_n
         tmp_path, lambda row: {"label": 0, "sentence": "x"} if row["label"] == 1 else {"sentence": "y", "label": 1},
         streaming)
     assert reordered == ["no", "yes"]
+
+
+def _corrupted_inputs(path, *preprocessors) -> list:
+    """The inputs of a task over `path` corrupted by its `preprocessors` (the last a SpanCorruption)."""
+    task = Task("corrupted", LocalFileSource(path), [Template("t", "{{corrupted}} ||| {{spans}}")],
+                preprocessors=list(preprocessors), splits=("train",))
+    return list(task.to_dataset("train")["inputs"])
+
+
+def test_a_span_corruption_of_other_settings_or_other_rows_is_not_served_the_cached_rows_of_another(tmp_path):
+    # kills 2 mutants of SpanCorruption._fingerprint the tests let live: its settings, or its input's fingerprint,
+    # left out of the map's fingerprint, so the second corruption read the first's cache file (seed 1's rows for
+    # seed 2; the rows the filter kept for the rows of the file)
+    from task_registry.span_corruption import SpanCorruption
+
+    texts = [f"row {i} has ten words to be corrupted in spans {i}" for i in range(4)]
+    _write(tmp_path / "rows.jsonl", [{"text": text} for text in texts], "jsonl")
+
+    def expected(seed, kept=texts):
+        return [SpanCorruption("text", noise_density=0.5, seed=seed).corrupt(text)[0] for text in kept]
+
+    assert expected(1) != expected(2)
+    for seed in (1, 2):
+        assert _corrupted_inputs(tmp_path / "rows.jsonl", SpanCorruption("text", noise_density=0.5, seed=seed)) == (
+            expected(seed))
+    kept = Filter("'0' not in text")
+    assert _corrupted_inputs(tmp_path / "rows.jsonl", kept, SpanCorruption("text", noise_density=0.5, seed=1)) == (
+        expected(1, texts[1:]))
+
+
+def test_a_span_corruption_subclasss_cached_rows_are_keyed_by_the_code_of_each_class_it_derives_from(monkeypatch):
+    # kills a mutant of SpanCorruption._fingerprint the tests let live: the code of the step's own class alone, so a
+    # subclass whose base (the built-in corruption, after an upgrade) changed was served the rows of the old base
+    from task_registry import span_corruption
+
+    class Marked(span_corruption.SpanCorruption):
+        pass
+
+    digests = {span_corruption.SpanCorruption: "base v1", Marked: "marked"}
+    monkeypatch.setattr(span_corruption, "code_digest", lambda kind: digests[kind])
+    dataset = datasets.Dataset.from_dict({"text": ["one two three four"]})
+    before = Marked("text")(dataset)._fingerprint
+    digests[span_corruption.SpanCorruption] = "base v2"
+    assert Marked("text")(dataset)._fingerprint != before
+    digests[span_corruption.SpanCorruption] = "base v1"
+    assert Marked("text")(dataset)._fingerprint == before
