@@ -680,3 +680,22 @@ def test_the_ranks_of_a_finished_job_keep_their_stop_signal_handlers(monkeypatch
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+
+
+@pytest.mark.parametrize("interrupted_at", ["build_parser", "parse_args"])
+def test_ctrl_c_while_the_command_line_is_read_exits_130_with_one_line(interrupted_at, monkeypatch, capsys):
+    # was: a Ctrl-C in the first second of a command, while its parser imported the command modules (numpy) or read
+    # an option's value (task_registry imported for --tasks), printed the interpreter's KeyboardInterrupt traceback
+    import task_registry
+
+    from t2t_mtl import cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if interrupted_at == "build_parser":
+        monkeypatch.setattr(cli, "build_parser", interrupted)
+    else:
+        monkeypatch.setattr(task_registry, "comma_separated", interrupted)
+    assert main(["affinity", "transfer", "--tasks", "parity,count_word", "--steps", "1"]) == 130
+    assert capsys.readouterr().err == "error: aborted (Ctrl-C) while t2t-mtl read its command line\n"

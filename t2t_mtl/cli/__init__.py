@@ -74,14 +74,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the console script (`argv` None: the process's own arguments); runs the command with datasets'
     progress bars hidden unless it decides itself (`datasets_bars_for_command`: for the process, or with `argv` for
     the command only) and with its data dir (`--data-dir`) set for the command alone (`data_dir_for_command`), and
-    returns the process exit code (130, with one line on stderr, for a Ctrl-C that a command does not handle itself;
+    returns the process exit code (130, with one line on stderr, for a Ctrl-C that a command does not handle itself
+    or that comes while the command line is read;
     1 or 2, with one line, for a storage failure while writing: a full disk, a read-only or forbidden place;
     `SIGPIPE_EXIT`, silently, when the reader of the output left)."""
     try:
         parser = build_parser()
+        args = parser.parse_args(argv)
     except ModuleNotFoundError as err:
         return _refuse_missing_module(err)
-    args = parser.parse_args(argv)
+    except KeyboardInterrupt:  # (the command modules' imports and an option's conversion take a second)
+        print("error: aborted (Ctrl-C) while t2t-mtl read its command line", file=sys.stderr)
+        return 130
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
