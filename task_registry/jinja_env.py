@@ -334,10 +334,17 @@ def _hyphenated_column_hint(expression: str) -> str:
     column's name; else ""."""
     if not re.fullmatch(r"[^\W\d]\w*(-\w+)+", expression):
         return ""
-    written = expression.replace("-", "_")
     return (f"; or, where `{expression}` is a column's name (Jinja reads it as {' minus '.join(expression.split('-'))}"
-            f"), rename the column with a `rename` preprocessor (YAML: `- rename: {{{expression!r}: {written}}}`) and "
-            f"write {written}")
+            f"), rename the column {rename_step(expression)}")
+
+
+def rename_step(column: str) -> str:
+    """How to read the row field `column`, whose name no template can write (`a.b`, `c-d`, `col name`): the `rename`
+    step giving it a name with `_` for each character that is not one of a name's (`f_` before it where it would
+    not start one), and that name to write."""
+    written = re.sub(r"\W", "_", column)
+    written = written if written.isidentifier() else f"f_{written}"
+    return f"with a `rename` preprocessor (YAML: `- rename: {{{column!r}: {written}}}`) and write {written}"
 
 
 def _is_truncation(node: Any) -> bool:

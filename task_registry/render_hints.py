@@ -6,7 +6,7 @@ import re
 from typing import Any, Mapping, Optional, Sequence
 
 from .errors import close_matches
-from .jinja_env import TEXT_VAR_LENGTH, subscript_problem
+from .jinja_env import TEXT_VAR_LENGTH, rename_step, subscript_problem
 
 _UNDEFINED_PATTERNS = (
     re.compile(r"'([^']+)' is undefined"),
@@ -149,11 +149,8 @@ def field_hint(field: Optional[str], row: Mapping[str, Any], written_in: str = "
     unwritable = next((name for name in row if _name_starts(name, field)), None) or \
         next((name for name in close if not name.isidentifier()), None)
     if unwritable is not None:
-        written = re.sub(r"\W", "_", unwritable)
-        written = written if written.isidentifier() else f"f_{written}"
         return (f"; the row's field {unwritable!r} has a name Jinja cannot write (it reads `a.b` as the key b of a "
-                f"field a, `c-d` as c minus d): rename it with a `rename` preprocessor (YAML: `- rename: "
-                f"{{{unwritable!r}: {written}}}`) and write {written}")
+                f"field a, `c-d` as c minus d): rename it {rename_step(unwritable)}")
     return f"; did you mean {close[0]!r} (a misspelt name in {written_in})?" if close else ""
 
 
